@@ -1,8 +1,8 @@
 """Run configuration: frozen dataclasses validated on construction, named presets, JSON round trip.
 
-A `Config` is the single description of a run. The CLI builds one from flags, `train()` consumes it and
-saves it as `config.json` in the run directory; `export` and `translate` read it back to rebuild the
-generators. Every field has the official PyTorch CycleGAN default unless a comment says otherwise.
+A `Config` is the single description of a run. The CLI builds one from flags, `train()` consumes
+it and saves it as `config.json` in the run directory; `export` and `translate` read it back to
+rebuild the generators. Fields default to the official PyTorch CycleGAN values.
 """
 
 from __future__ import annotations
@@ -28,11 +28,16 @@ def _check(ok: bool, message: str) -> None:
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    _check(value in choices, f"{name} must be one of {', '.join(choices)}. Received: {name}={value!r}")
+    _check(
+        value in choices, f"{name} must be one of {', '.join(choices)}. Received: {name}={value!r}"
+    )
 
 
 def _positive(name: str, value: Any) -> None:
-    _check(isinstance(value, int) and value > 0, f"{name} must be a positive integer. Received: {name}={value!r}")
+    _check(
+        isinstance(value, int) and value > 0,
+        f"{name} must be a positive integer. Received: {name}={value!r}",
+    )
 
 
 def _non_negative(name: str, value: Any) -> None:
@@ -69,15 +74,26 @@ class DataConfig:
     builtin_num_test: int = 50
 
     def __post_init__(self):
-        _check(bool(self.dataset), "dataset must not be empty. Use builtin, tfds:cycle_gan/horse2zebra or a folder.")
-        for name in ("load_size", "crop_size", "batch_size", "builtin_size", "builtin_num_train",
-                     "builtin_num_test"):
+        _check(
+            bool(self.dataset),
+            "dataset must not be empty. Use builtin, tfds:cycle_gan/horse2zebra or a folder.",
+        )
+        for name in (
+            "load_size",
+            "crop_size",
+            "batch_size",
+            "builtin_size",
+            "builtin_num_train",
+            "builtin_num_test",
+        ):
             _positive(name, getattr(self, name))
         _choice("preprocess", self.preprocess, PREPROCESS)
         if self.preprocess in ("resize_and_crop", "scale_width_and_crop"):
-            _check(self.crop_size <= self.load_size,
-                   f"crop_size must be <= load_size for preprocess={self.preprocess}. "
-                   f"Received: crop_size={self.crop_size} > load_size={self.load_size}")
+            _check(
+                self.crop_size <= self.load_size,
+                f"crop_size must be <= load_size for preprocess={self.preprocess}. "
+                f"Received: crop_size={self.crop_size} > load_size={self.load_size}",
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,8 +155,10 @@ class OptimConfig:
         _choice("lr_policy", self.lr_policy, LR_POLICIES)
         _non_negative("n_epochs", self.n_epochs)
         _non_negative("n_epochs_decay", self.n_epochs_decay)
-        _check(self.n_epochs + self.n_epochs_decay > 0,
-               "n_epochs + n_epochs_decay must be > 0. Received: 0 + 0")
+        _check(
+            self.n_epochs + self.n_epochs_decay > 0,
+            "n_epochs + n_epochs_decay must be > 0. Received: 0 + 0",
+        )
 
     @property
     def total_epochs(self) -> int:
@@ -163,20 +181,30 @@ class TrainConfig:
     deterministic: bool = False
 
     def __post_init__(self):
-        _check(isinstance(self.seed, int) and self.seed >= 0, f"seed must be an integer >= 0. Received: seed={self.seed!r}")
+        _check(
+            isinstance(self.seed, int) and self.seed >= 0,
+            f"seed must be an integer >= 0. Received: seed={self.seed!r}",
+        )
         if self.max_steps is not None:
             _positive("max_steps", self.max_steps)
         for name in ("save_epoch", "save_steps", "log_steps"):
             _positive(name, getattr(self, name))
-        _check(self.keep_checkpoints >= 2,
-               f"keep_checkpoints must be >= 2 so a corrupt latest checkpoint has a fallback. "
-               f"Received: keep_checkpoints={self.keep_checkpoints}")
+        _check(
+            self.keep_checkpoints >= 2,
+            f"keep_checkpoints must be >= 2 so a corrupt latest checkpoint has a fallback. "
+            f"Received: keep_checkpoints={self.keep_checkpoints}",
+        )
         _choice("precision", self.precision, PRECISIONS)
         _choice("strategy", self.strategy, STRATEGIES)
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "optim": OptimConfig,
-             "train": TrainConfig}
+_SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "loss": LossConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,7 +238,9 @@ class Config:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Config:
         unknown = set(values) - set(_SECTIONS)
-        _check(not unknown, f"Unknown config sections: {sorted(unknown)}. Expected {sorted(_SECTIONS)}")
+        _check(
+            not unknown, f"Unknown config sections: {sorted(unknown)}. Expected {sorted(_SECTIONS)}"
+        )
         kwargs = {}
         for name, section_cls in _SECTIONS.items():
             given = dict(values.get(name, {}))
@@ -233,32 +263,60 @@ def field_names() -> dict[str, str]:
 def _locate(key: str) -> tuple[str, str]:
     if "." in key:
         section, field = key.split(".", 1)
-        _check(section in _SECTIONS and field in {f.name for f in dataclasses.fields(_SECTIONS[section])},
-               f"Unknown config field {key!r}.")
+        _check(
+            section in _SECTIONS
+            and field in {f.name for f in dataclasses.fields(_SECTIONS[section])},
+            f"Unknown config field {key!r}.",
+        )
         return section, field
     names = field_names()
     _check(key in names, f"Unknown config field {key!r}. Known fields: {', '.join(sorted(names))}")
     return names[key], key
 
 
-# Presets. "paper": the official defaults at 256 px. "tutorial": the TensorFlow CycleGAN tutorial
-# (UNet generator, vanilla GAN, no history pool, 40 epochs, no decay). "quick": CPU-sized, trains the
-# built-in dataset to a visible translation in minutes. "tiny": the smallest useful model, for tests.
+# Presets. "paper": the official defaults at 256 px. "tutorial": the TensorFlow CycleGAN
+# tutorial (UNet generator, vanilla GAN, no history pool, 40 epochs, no decay). "quick": CPU-sized,
+# trains the built-in dataset to a visible translation in minutes. "tiny": the smallest useful
+# model, for tests.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "tutorial": {
-        "generator": "unet_256", "gan_mode": "vanilla", "pool_size": 0, "n_epochs": 40,
-        "n_epochs_decay": 0, "lr_policy": "constant", "init_type": "normal",
+        "generator": "unet_256",
+        "gan_mode": "vanilla",
+        "pool_size": 0,
+        "n_epochs": 40,
+        "n_epochs_decay": 0,
+        "lr_policy": "constant",
+        "init_type": "normal",
     },
     "quick": {
-        "generator": "resnet_6blocks", "ngf": 32, "ndf": 32, "load_size": 72, "crop_size": 64,
-        "n_epochs": 3, "n_epochs_decay": 2, "save_epoch": 1, "save_steps": 200, "log_steps": 20,
+        "generator": "resnet_6blocks",
+        "ngf": 32,
+        "ndf": 32,
+        "load_size": 72,
+        "crop_size": 64,
+        "n_epochs": 3,
+        "n_epochs_decay": 2,
+        "save_epoch": 1,
+        "save_steps": 200,
+        "log_steps": 20,
         "precision": "mixed_bfloat16",
     },
     "tiny": {
-        "generator": "resnet_6blocks", "ngf": 8, "ndf": 8, "load_size": 36, "crop_size": 32,
-        "builtin_size": 32, "builtin_num_train": 8, "builtin_num_test": 4, "n_epochs": 1,
-        "n_epochs_decay": 1, "save_epoch": 1, "save_steps": 4, "log_steps": 2, "pool_size": 4,
+        "generator": "resnet_6blocks",
+        "ngf": 8,
+        "ndf": 8,
+        "load_size": 36,
+        "crop_size": 32,
+        "builtin_size": 32,
+        "builtin_num_train": 8,
+        "builtin_num_test": 4,
+        "n_epochs": 1,
+        "n_epochs_decay": 1,
+        "save_epoch": 1,
+        "save_steps": 4,
+        "log_steps": 2,
+        "pool_size": 4,
     },
 }
 
