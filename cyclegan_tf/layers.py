@@ -1,0 +1,252 @@
+"""Building blocks shared by the generators and discriminators.
+
+This module owns the pieces whose exact behaviour the official PyTorch CycleGAN fixes and Keras
+does not provide as-is: reflection padding, the normalization choices (affine-free instance norm,
+batch norm, none) and the weight initializers (`normal | xavier | kaiming | orthogonal`).
+Builders call `kernel_initializer` once per layer: an unseeded Keras initializer reused across
+layers would give every layer the same values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from cyclegan_tf import config
+
+# PyTorch's BatchNorm2d momentum 0.1 weighs the new batch statistic; Keras' momentum weighs the
+# running value, hence 0.9.
+_BATCH_NORM_MOMENTUM = 0.9
+_NORM_EPSILON = 1e-5
+
+
+@keras.saving.register_keras_serializable(package="cyclegan_tf")
+class ReflectionPadding2D(keras.layers.Layer):
+    """Pads height and width by mirroring, like `torch.nn.ReflectionPad2d` (edge not repeated).
+
+    Args:
+      padding: pixels added on each side of both spatial axes. Must be smaller than the height and
+        width of the input (a reflection cannot reach further than the opposite edge).
+      **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Input shape: `(batch, height, width, channels)`; height and width may be None.
+    Output shape: `(batch, height + 2 * padding, width + 2 * padding, channels)`.
+    """
+
+    def __init__(self, padding: int = 1, **kwargs: Any):
+        super().__init__(**kwargs)
+        if not isinstance(padding, int) or padding < 0:
+            raise ValueError(f"padding must be an integer >= 0. Received: padding={padding!r}")
+        self.padding = padding
+
+    def call(self, inputs):
+        p = self.padding
+        return keras.ops.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect")
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        grow = 2 * self.padding
+        return (
+            batch,
+            None if height is None else height + grow,
+            None if width is None else width + grow,
+            channels,
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "padding": self.padding}
+
+
+def normalization(
+    norm: str, name: str | None = None, gamma_stddev: float = 0.02
+) -> keras.layers.Layer:
+    """Returns a fresh normalization layer of the given kind.
+
+    Statistics are computed in float32 even under a mixed precision policy (`dtype="float32"`):
+    bfloat16 variance over a feature map loses too many bits.
+
+    Args:
+      norm: `instance` (per sample and channel, no affine parameters, eps 1e-5, like
+        `InstanceNorm2d(affine=False)`), `batch` (like `BatchNorm2d`, gamma ~ N(1, gamma_stddev),
+        beta 0) or `none` (identity).
+      name: layer name.
+      gamma_stddev: standard deviation of the batch norm scale's initial values; the official code
+        uses the `init_gain` of the networks.
+
+    Returns:
+      A layer mapping `(batch, height, width, channels)` to the same shape.
+
+    Raises:
+      ValueError: if `norm` is not one of `config.NORMS`.
+    """
+    if norm == "instance":
+        return keras.layers.GroupNormalization(
+            groups=-1,
+            center=False,
+            scale=False,
+            epsilon=_NORM_EPSILON,
+            dtype="float32",
+            name=name,
+        )
+    if norm == "batch":
+        return keras.layers.BatchNormalization(
+            momentum=_BATCH_NORM_MOMENTUM,
+            epsilon=_NORM_EPSILON,
+            gamma_initializer=keras.initializers.RandomNormal(mean=1.0, stddev=gamma_stddev),
+            dtype="float32",
+            name=name,
+        )
+    if norm == "none":
+        return keras.layers.Identity(name=name)
+    raise ValueError(f"norm must be one of {', '.join(config.NORMS)}. Received: norm={norm!r}")
+
+
+def use_bias(norm: str) -> bool:
+    """Whether a convolution followed by `norm` carries a bias.
+
+    A batch norm's beta makes the bias redundant; the official code drops it only there.
+    """
+    return norm != "batch"
+
+
+def kernel_initializer(init_type: str, gain: float = 0.02) -> keras.initializers.Initializer:
+    """Returns a fresh kernel initializer matching the official `init_weights`.
+
+    Fans follow PyTorch's for both `Conv2D` kernels `(kh, kw, in, out)` and `Conv2DTranspose`
+    kernels `(kh, kw, out, in)`: fan_in = kh * kw * shape[-2]. Distributions are untruncated, as
+    in PyTorch. Biases are zero-initialized by the layers' defaults, as in the official code.
+
+    Args:
+      init_type: `normal` (N(0, gain)), `xavier` (Glorot normal scaled by `gain`: std = gain *
+        sqrt(2 / (fan_in + fan_out))), `kaiming` (He normal, fan_in: std = sqrt(2 / fan_in);
+        `gain` unused, as in the official code) or `orthogonal` (orthogonal matrix times `gain`).
+      gain: scale of the initial weights.
+
+    Returns:
+      A new, unseeded initializer (values follow the Keras global seed,
+      `keras.utils.set_random_seed`).
+
+    Raises:
+      ValueError: on an unknown `init_type` or a non-positive `gain`.
+    """
+    if not gain > 0:
+        raise ValueError(f"init_gain must be > 0. Received: init_gain={gain!r}")
+    if init_type == "normal":
+        return keras.initializers.RandomNormal(mean=0.0, stddev=gain)
+    if init_type == "xavier":
+        return keras.initializers.VarianceScaling(
+            scale=gain**2, mode="fan_avg", distribution="untruncated_normal"
+        )
+    if init_type == "kaiming":
+        return keras.initializers.VarianceScaling(
+            scale=2.0, mode="fan_in", distribution="untruncated_normal"
+        )
+    if init_type == "orthogonal":
+        return keras.initializers.Orthogonal(gain=gain)
+    raise ValueError(
+        f"init_type must be one of {', '.join(config.INITS)}. Received: init_type={init_type!r}"
+    )
+
+
+def conv2d(
+    x,
+    filters: int,
+    kernel_size: int,
+    *,
+    strides: int = 1,
+    padding: int = 0,
+    use_bias: bool = True,
+    init_type: str = "normal",
+    init_gain: float = 0.02,
+    name: str | None = None,
+):
+    """Applies a convolution aligned like `torch.nn.Conv2d(..., padding=padding)`.
+
+    Keras' `padding="same"` pads asymmetrically (less before than after) whenever the stride does
+    not divide the padded size evenly, e.g. a stride-2 3x3 conv on even sizes; explicit symmetric
+    zero padding and `padding="valid"` matches PyTorch for every input size.
+
+    Args:
+      x: symbolic tensor `(batch, height, width, channels)`.
+      filters: output channels.
+      kernel_size: square kernel side.
+      strides: square stride.
+      padding: zero pixels added on each side before the convolution.
+      use_bias: whether the convolution has a bias (zero-initialized).
+      init_type: see `kernel_initializer`.
+      init_gain: see `kernel_initializer`.
+      name: conv layer name; the padding layer is named `<name>_pad`.
+
+    Returns:
+      `(batch, (height + 2 * padding - kernel_size) // strides + 1, ..., filters)`.
+    """
+    if padding:
+        x = keras.layers.ZeroPadding2D(padding, name=name and f"{name}_pad")(x)
+    return keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="valid",
+        use_bias=use_bias,
+        kernel_initializer=kernel_initializer(init_type, init_gain),
+        name=name,
+    )(x)
+
+
+def conv2d_transpose(
+    x,
+    filters: int,
+    kernel_size: int,
+    *,
+    strides: int = 2,
+    padding: int = 1,
+    output_padding: int = 0,
+    use_bias: bool = True,
+    init_type: str = "normal",
+    init_gain: float = 0.02,
+    name: str | None = None,
+):
+    """Applies a transposed convolution aligned like `torch.nn.ConvTranspose2d`.
+
+    PyTorch computes the full transposed convolution, `(height - 1) * strides + kernel_size`
+    rows, then drops `padding` rows at the start and `padding - output_padding` at the end.
+    Keras' `padding="same"` drops `(kernel_size - strides) // 2` at the start, which agrees for
+    k4 s2 p1 (the UNet) but not for k3 s2 p1 op1 (the ResNet: PyTorch drops the first row, Keras
+    the last). Where they disagree, the full result is cropped explicitly.
+
+    Args:
+      x: symbolic tensor `(batch, height, width, channels)`.
+      filters: output channels.
+      kernel_size: square kernel side.
+      strides: square stride.
+      padding: PyTorch's `padding`.
+      output_padding: PyTorch's `output_padding`; must not exceed `padding`.
+      use_bias: whether the convolution has a bias (zero-initialized).
+      init_type: see `kernel_initializer`.
+      init_gain: see `kernel_initializer`.
+      name: layer name; a crop, when needed, is named `<name>_crop`.
+
+    Returns:
+      `(batch, (height - 1) * strides - 2 * padding + kernel_size + output_padding, ..., filters)`.
+    """
+    if not 0 <= output_padding <= padding:
+        raise ValueError(
+            "output_padding must be in [0, padding]. "
+            f"Received: padding={padding}, output_padding={output_padding}"
+        )
+    crop = (padding, padding - output_padding)
+    total = kernel_size - strides
+    same = total >= 0 and crop == (total // 2, total - total // 2)
+    x = keras.layers.Conv2DTranspose(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same" if same else "valid",
+        use_bias=use_bias,
+        kernel_initializer=kernel_initializer(init_type, init_gain),
+        name=name,
+    )(x)
+    if not same and crop != (0, 0):
+        x = keras.layers.Cropping2D((crop, crop), name=name and f"{name}_crop")(x)
+    return x

@@ -1,0 +1,93 @@
+"""Tests for cyclegan_tf.discriminators: official sizes, patch grids, logits, errors."""
+
+import keras
+import numpy as np
+import pytest
+
+from cyclegan_tf import discriminators
+
+
+@pytest.fixture
+def mixed_bfloat16():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def _images(batch, height, width, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-1, 1, (batch, height, width, 3)).astype("float32")
+
+
+def test_basic_patchgan_official_parameter_count():
+    assert discriminators.build_discriminator("basic", ndf=64).count_params() == 2_764_737
+
+
+def test_basic_patchgan_gives_30x30_logits_at_256():
+    model = discriminators.build_discriminator("basic", ndf=64)
+    assert model.compute_output_shape((1, 256, 256, 3)) == (1, 30, 30, 1)
+
+
+@pytest.mark.parametrize(
+    "name, n_layers, size, expected",
+    [
+        ("basic", 3, (64, 64), (6, 6)),
+        ("basic", 5, (64, 48), (6, 4)),  # n_layers is ignored by basic
+        ("n_layers", 2, (64, 48), (14, 10)),
+        ("n_layers", 4, (64, 64), (2, 2)),
+        ("pixel", 3, (33, 20), (33, 20)),
+    ],
+)
+def test_logit_grid_shape(name, n_layers, size, expected):
+    model = discriminators.build_discriminator(name, ndf=8, n_layers=n_layers)
+    y = model(_images(2, *size), training=False)
+    assert y.shape == (2, *expected, 1)
+
+
+def test_outputs_are_logits_not_probabilities():
+    model = discriminators.build_discriminator("basic", ndf=8, init_gain=0.5)
+    y = np.asarray(model(_images(1, 64, 64), training=False))
+    assert y.min() < 0 or y.max() > 1
+
+
+@pytest.mark.parametrize("name", ["basic", "pixel"])
+def test_no_norm_after_first_conv_and_bias_rules_under_batch_norm(name):
+    model = discriminators.build_discriminator(name, ndf=8, norm="batch")
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == len(convs) - 2
+    assert convs[0].use_bias and not any(layer.use_bias for layer in convs[1:-1])
+    # The official PixelDiscriminator drops the last bias too; the PatchGAN keeps it.
+    assert convs[-1].use_bias == (name == "basic")
+
+
+def test_model_name():
+    model = discriminators.build_discriminator(ndf=8, model_name="d_a")
+    assert model.name == "d_a"
+
+
+@pytest.mark.parametrize("name", ["basic", "pixel"])
+def test_mixed_bfloat16_outputs_float32(mixed_bfloat16, name):
+    model = discriminators.build_discriminator(name, ndf=8)
+    assert model.get_layer("norm2").compute_dtype == "float32"
+    y = model(_images(1, 32, 32), training=True)
+    assert keras.backend.standardize_dtype(y.dtype) == "float32"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"name": "multiscale"}, "Valid names: basic, n_layers, pixel"),
+        ({"ndf": 0}, "ndf must be a positive integer"),
+        ({"name": "n_layers", "n_layers": 0}, "n_layers must be a positive integer"),
+        ({"norm": "group"}, "norm must be one of"),
+        ({"init_type": "he"}, "init_type must be one of"),
+        ({"init_gain": 0.0}, "init_gain must be > 0"),
+        ({"input_shape": (64, 64, None)}, "input_shape"),
+    ],
+)
+def test_invalid_arguments_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        discriminators.build_discriminator(**kwargs)

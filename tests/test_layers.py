@@ -1,0 +1,211 @@
+"""Tests for cyclegan_tf.layers: padding, normalization, initializers, PyTorch-aligned convs."""
+
+import keras
+import numpy as np
+import pytest
+
+from cyclegan_tf import layers
+
+
+@pytest.fixture
+def mixed_bfloat16():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def _random(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype("float32")
+
+
+# ReflectionPadding2D
+
+
+def test_reflection_padding_matches_numpy_reflect():
+    x = _random((2, 5, 6, 3))
+    y = layers.ReflectionPadding2D(2)(x)
+    expected = np.pad(x, [(0, 0), (2, 2), (2, 2), (0, 0)], mode="reflect")
+    np.testing.assert_array_equal(np.asarray(y), expected)
+
+
+def test_reflection_padding_accepts_unknown_height_and_width():
+    inputs = keras.Input((None, None, 2))
+    model = keras.Model(inputs, layers.ReflectionPadding2D(3)(inputs))
+    assert model.output.shape == (None, None, None, 2)
+    for height, width in ((8, 8), (9, 13)):
+        assert model(_random((1, height, width, 2))).shape == (1, height + 6, width + 6, 2)
+    layer = layers.ReflectionPadding2D(1)
+    assert layer.compute_output_shape((None, 4, None, 2)) == (None, 6, None, 2)
+
+
+def test_reflection_padding_config_round_trip():
+    layer = layers.ReflectionPadding2D(3, name="pad")
+    clone = layers.ReflectionPadding2D.from_config(layer.get_config())
+    assert (clone.padding, clone.name) == (3, "pad")
+
+
+def test_reflection_padding_rejects_negative_padding():
+    with pytest.raises(ValueError, match="padding"):
+        layers.ReflectionPadding2D(-1)
+
+
+# normalization
+
+
+def test_instance_norm_is_per_sample_per_channel_standardization():
+    x = 3.0 * _random((2, 6, 5, 4)) + 1.5
+    y = np.asarray(layers.normalization("instance")(x))
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    var = x.var(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-5), atol=1e-5)
+
+
+def test_instance_norm_has_no_parameters():
+    layer = layers.normalization("instance")
+    layer.build((None, None, None, 8))
+    assert layer.weights == []
+
+
+def test_batch_norm_matches_torch_defaults():
+    layer = layers.normalization("batch", gamma_stddev=0.02)
+    layer.build((None, 8, 8, 4096))
+    assert (layer.momentum, layer.epsilon) == (0.9, 1e-5)
+    gamma = np.asarray(layer.gamma)
+    assert abs(gamma.mean() - 1.0) < 0.002 and abs(gamma.std() - 0.02) < 0.002
+    np.testing.assert_array_equal(np.asarray(layer.beta), 0.0)
+
+
+def test_none_norm_is_identity():
+    x = _random((1, 3, 3, 2))
+    np.testing.assert_array_equal(np.asarray(layers.normalization("none")(x)), x)
+
+
+def test_unknown_norm_raises():
+    with pytest.raises(ValueError, match="norm must be one of instance, batch, none"):
+        layers.normalization("layer")
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_norm_computes_in_float32_under_mixed_precision(mixed_bfloat16, norm):
+    layer = layers.normalization(norm)
+    assert layer.compute_dtype == "float32"
+    y = layer(keras.ops.cast(_random((1, 4, 4, 3)), "bfloat16"), training=True)
+    assert keras.backend.standardize_dtype(y.dtype) == "float32"
+
+
+def test_use_bias_only_without_batch_norm():
+    assert layers.use_bias("instance") and layers.use_bias("none")
+    assert not layers.use_bias("batch")
+
+
+# kernel_initializer
+
+_SHAPE = (3, 3, 64, 128)  # Conv2D kernel: fan_in = 576, fan_out = 1152.
+
+
+@pytest.mark.parametrize(
+    "init_type, gain, std",
+    [
+        ("normal", 0.02, 0.02),
+        ("normal", 0.5, 0.5),
+        ("xavier", 0.02, 0.02 * np.sqrt(2 / (576 + 1152))),
+        ("kaiming", 0.02, np.sqrt(2 / 576)),  # the gain is unused, as in the official code
+    ],
+)
+def test_initializer_std(init_type, gain, std):
+    values = np.asarray(layers.kernel_initializer(init_type, gain)(_SHAPE))
+    assert abs(values.mean()) < 0.02 * std
+    np.testing.assert_allclose(values.std(), std, rtol=0.02)
+
+
+def test_orthogonal_initializer_has_orthogonal_columns_scaled_by_gain():
+    values = np.asarray(layers.kernel_initializer("orthogonal", 0.5)(_SHAPE)).reshape(-1, 128)
+    np.testing.assert_allclose(values.T @ values, 0.25 * np.eye(128), atol=1e-5)
+
+
+def test_initializer_instances_are_fresh():
+    # One unseeded instance reused for two layers would give them identical kernels.
+    a, b = (layers.kernel_initializer("normal", 0.02)((4, 4)) for _ in range(2))
+    assert not np.allclose(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize(
+    "init_type, gain, message",
+    [("uniform", 0.02, "init_type must be one of normal, xavier"), ("normal", 0.0, "init_gain")],
+)
+def test_invalid_initializer_raises(init_type, gain, message):
+    with pytest.raises(ValueError, match=message):
+        layers.kernel_initializer(init_type, gain)
+
+
+# PyTorch-aligned convolutions
+
+
+def _conv_model(x_shape, build):
+    inputs = keras.Input(x_shape[1:])
+    return keras.Model(inputs, build(inputs))
+
+
+def test_stride2_conv_samples_like_torch_padding_1():
+    # A delta at the kernel centre makes the conv a sampler: PyTorch's padding=1 reads the input
+    # at even positions (Keras "same" on even sizes would read odd ones).
+    x = _random((1, 8, 10, 1))
+    model = _conv_model(x.shape, lambda t: layers.conv2d(t, 1, 3, strides=2, padding=1, name="c"))
+    kernel = np.zeros((3, 3, 1, 1), "float32")
+    kernel[1, 1] = 1.0
+    model.get_layer("c").set_weights([kernel, np.zeros(1, "float32")])
+    np.testing.assert_allclose(np.asarray(model(x)), x[:, ::2, ::2], atol=1e-6)
+
+
+def _torch_conv_transpose(x, kernel, strides, padding, output_padding):
+    """ConvTranspose2d by definition: scatter each input pixel times the kernel, then crop.
+
+    x: (batch, h, w, in); kernel in Keras layout (k, k, out, in).
+    """
+    batch, height, width, _ = x.shape
+    k = kernel.shape[0]
+    full = np.zeros((batch, (height - 1) * strides + k, (width - 1) * strides + k, kernel.shape[2]))
+    for i in range(height):
+        for j in range(width):
+            contribution = np.einsum("bc,hwoc->bhwo", x[:, i, j], kernel)
+            full[:, i * strides : i * strides + k, j * strides : j * strides + k] += contribution
+    end = padding - output_padding
+    return full[:, padding : full.shape[1] - end, padding : full.shape[2] - end]
+
+
+@pytest.mark.parametrize(
+    "kernel_size, output_padding",
+    [(3, 1), (4, 0)],  # the ResNet and the UNet upsamplings
+)
+@pytest.mark.parametrize("size", [(4, 6), (5, 3)])
+def test_conv_transpose_matches_torch_definition(kernel_size, output_padding, size):
+    x = _random((2, *size, 3))
+    model = _conv_model(
+        x.shape,
+        lambda t: layers.conv2d_transpose(
+            t, 2, kernel_size, strides=2, padding=1, output_padding=output_padding, name="ct"
+        ),
+    )
+    kernel = _random((kernel_size, kernel_size, 2, 3), seed=1)
+    model.get_layer("ct").set_weights([kernel, np.zeros(2, "float32")])
+    expected = _torch_conv_transpose(x, kernel, 2, 1, output_padding)
+    assert expected.shape[1:3] == (2 * size[0], 2 * size[1])
+    np.testing.assert_allclose(np.asarray(model(x)), expected, atol=1e-5)
+
+
+def test_keras_same_conv_transpose_is_off_by_one_for_k3():
+    # Why conv2d_transpose crops by hand for k3 s2 p1 op1: "same" keeps the other pixel rows.
+    x = _random((1, 4, 4, 1))
+    kernel = _random((3, 3, 1, 1), seed=1)
+    same = keras.layers.Conv2DTranspose(1, 3, strides=2, padding="same", use_bias=False)
+    same.build(x.shape)
+    same.set_weights([kernel])
+    expected = _torch_conv_transpose(x, kernel, 2, 1, 1)
+    assert not np.allclose(np.asarray(same(x)), expected, atol=1e-3)
+
+
+def test_conv_transpose_rejects_output_padding_above_padding():
+    with pytest.raises(ValueError, match="output_padding"):
+        layers.conv2d_transpose(keras.Input((4, 4, 1)), 1, 3, padding=0, output_padding=1)
