@@ -1,0 +1,301 @@
+"""The CycleGAN model state and its training step.
+
+Paper mapping (Zhu et al. 2017): `g_ab` is G: X -> Y, `g_ba` is F: Y -> X, `d_a` is D_X (real_a vs
+fake_a) and `d_b` is D_Y (real_b vs fake_b). Domain A is X, domain B is Y. Tensors are named by what
+they are: `fake_b = g_ab(real_a)`, `rec_a = g_ba(fake_b)`, `idt_b = g_ab(real_b)` (identity: a B
+image through the A->B generator should stay itself).
+
+`CycleGAN` owns the four networks, both optimizers, the two image pools, and the step/epoch/seed
+counters, all created under one `tf.distribute.Strategy`. `train_step` is ONE `tf.function`; it
+takes a (distributed) batch `(real_a, real_b)` and returns a flat dict of float32 scalars.
+
+All randomness of a step (pool choices, WGAN-GP interpolation) is stateless, seeded by
+(seed, step), so a run restored from a checkpoint takes exactly the steps an uninterrupted run
+takes.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import tensorflow as tf
+
+from cyclegan_tf import config as config_lib
+from cyclegan_tf import discriminators, generators, image_pool, losses, schedules
+
+# Salts that separate the stateless random streams drawn from (seed, step).
+_POOL_A, _POOL_B, _GP_A, _GP_B = 1, 2, 3, 4
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """Builds the distribution strategy named by `TrainConfig.strategy`.
+
+    Args:
+      name: "default" (the current/default strategy: one device), "one_device" (first GPU, else
+        the CPU), "mirrored" (all local GPUs; the CPU if there are none), "multi_worker" (reads the
+        cluster from the TF_CONFIG environment variable).
+
+    Returns:
+      A `tf.distribute.Strategy`.
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "one_device":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if not os.environ.get("TF_CONFIG"):
+            raise ValueError(
+                "strategy=multi_worker needs the TF_CONFIG environment variable describing the "
+                "cluster (see tf.distribute.MultiWorkerMirroredStrategy); set it on every worker."
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(
+        f"strategy must be one of {', '.join(config_lib.STRATEGIES)}. Received: strategy={name!r}"
+    )
+
+
+class CycleGAN(tf.Module):
+    """Networks, optimizers, pools and counters of one CycleGAN run.
+
+    Args:
+      config: the run configuration.
+      steps_per_epoch: steps in one epoch (max(|A|, |B|) / batch), for the learning-rate schedule.
+      strategy: the distribution strategy (default: the current one).
+    """
+
+    def __init__(
+        self,
+        config: config_lib.Config,
+        steps_per_epoch: int,
+        strategy: tf.distribute.Strategy | None = None,
+    ):
+        super().__init__(name="cyclegan")
+        self.config = config
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.strategy = strategy or tf.distribute.get_strategy()
+        m, o, t = config.model, config.optim, config.train
+        crop = config.data.crop_size
+
+        # Weight initialisation draws from the global Keras seed; setting it makes two runs with
+        # the same seed start from the same weights (and lets a single-device and a mirrored run
+        # be compared).
+        keras.utils.set_random_seed(t.seed)
+        previous_policy = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy(t.precision)
+        try:
+            with self.strategy.scope():
+                gen = dict(
+                    ngf=m.ngf,
+                    norm=m.norm,
+                    init_type=m.init_type,
+                    init_gain=m.init_gain,
+                    dropout=m.dropout,
+                )
+                dis = dict(
+                    ndf=m.ndf,
+                    n_layers=m.n_layers_d,
+                    norm=m.norm,
+                    init_type=m.init_type,
+                    init_gain=m.init_gain,
+                )
+                self.g_ab = generators.build_generator(m.generator, model_name="g_ab", **gen)
+                self.g_ba = generators.build_generator(m.generator, model_name="g_ba", **gen)
+                self.d_a = discriminators.build_discriminator(
+                    m.discriminator, model_name="d_a", **dis
+                )
+                self.d_b = discriminators.build_discriminator(
+                    m.discriminator, model_name="d_b", **dis
+                )
+
+                self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+                self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+                self.seed = tf.Variable(t.seed, dtype=tf.int64, trainable=False, name="seed")
+
+                self.learning_rate = schedules.EpochLinearDecay(
+                    o.lr, self.steps_per_epoch, o.n_epochs, o.n_epochs_decay, o.lr_policy
+                )
+                self.g_optimizer = self._make_optimizer("g_optimizer")
+                self.d_optimizer = self._make_optimizer("d_optimizer")
+                # Building the optimizers here (not lazily inside the first step) keeps slot
+                # creation out of the traced function: tracing is several times faster.
+                self.g_optimizer.build(self.generator_variables)
+                self.d_optimizer.build(self.discriminator_variables)
+        finally:
+            keras.mixed_precision.set_global_policy(previous_policy)
+
+        # The pools are queried once per step over the global batch in cross-replica context
+        # (see `_pool_query`), so they are ordinary variables, not mirrored ones: a
+        # MirroredVariable has no scatter update, and every replica must see the same pool.
+        pool_shape = (crop, crop, 3)
+        self.pool_a = image_pool.ImagePool(config.loss.pool_size, pool_shape, "pool_a")
+        self.pool_b = image_pool.ImagePool(config.loss.pool_size, pool_shape, "pool_b")
+
+        self.train_step = tf.function(self._train_step, jit_compile=t.jit_compile or None)
+        self._translate = {
+            "a2b": tf.function(lambda x: self.g_ab(x, training=False), reduce_retracing=True),
+            "b2a": tf.function(lambda x: self.g_ba(x, training=False), reduce_retracing=True),
+        }
+
+    # -- construction helpers ---------------------------------------------------------------
+
+    def _make_optimizer(self, name: str) -> keras.optimizers.Optimizer:
+        o = self.config.optim
+        optimizer = keras.optimizers.Adam(
+            learning_rate=self.learning_rate, beta_1=o.beta1, beta_2=o.beta2, name=name
+        )
+        if self.config.train.precision == "mixed_float16":
+            # float16 gradients underflow without loss scaling; bfloat16 has float32's range.
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name=f"{name}_scaled")
+        return optimizer
+
+    @property
+    def generator_variables(self) -> list[tf.Variable]:
+        return self.g_ab.trainable_variables + self.g_ba.trainable_variables
+
+    @property
+    def discriminator_variables(self) -> list[tf.Variable]:
+        return self.d_a.trainable_variables + self.d_b.trainable_variables
+
+    def checkpoint_objects(self) -> dict[str, tf.Module | tf.Variable]:
+        """Everything a checkpoint must hold for an exact resume, by stable name."""
+        return {
+            "g_ab": self.g_ab,
+            "g_ba": self.g_ba,
+            "d_a": self.d_a,
+            "d_b": self.d_b,
+            "g_optimizer": self.g_optimizer,
+            "d_optimizer": self.d_optimizer,
+            "pool_a": self.pool_a,
+            "pool_b": self.pool_b,
+            "step": self.step,
+            "epoch": self.epoch,
+            "seed": self.seed,
+        }
+
+    def translate(self, images: tf.Tensor, direction: str = "a2b") -> tf.Tensor:
+        """Runs one generator in inference mode. images: [N, H, W, 3] in [-1, 1] -> same shape."""
+        return self._translate[direction](tf.convert_to_tensor(images, tf.float32))
+
+    def current_learning_rate(self) -> float:
+        return float(self.learning_rate(self.step))
+
+    # -- the step ---------------------------------------------------------------------------
+
+    def _train_step(self, real_a: tf.Tensor, real_b: tf.Tensor) -> dict[str, tf.Tensor]:
+        """One CycleGAN iteration: update both generators, then both discriminators.
+
+        Args:
+          real_a: [N, H, W, 3] float32 in [-1, 1] (per replica when distributed).
+          real_b: [N, H, W, 3] float32 in [-1, 1].
+
+        Returns:
+          A flat dict of float32 scalars: g/adv_ab, g/adv_ba, g/cycle_a, g/cycle_b, g/idt_a,
+          g/idt_b, g/total, d/a, d/b (plus d/gp_a, d/gp_b for wgangp), and lr.
+        """
+        # 1. One stateless seed per step: same step -> same random choices, resumed or not.
+        step_seed = tf.stack([self.seed, self.step])
+
+        # 2. Generators (per replica): adversarial + cycle + identity, D frozen.
+        g_metrics, fake_a, fake_b = self.strategy.run(self._generator_update, (real_a, real_b))
+
+        # 3. History pools over the GLOBAL batch (cross-replica), so the pool behaves the same on
+        #    one device and on many; then hand each replica its slice back.
+        pooled_a = self._pool_query(self.pool_a, fake_a, _POOL_A, step_seed)
+        pooled_b = self._pool_query(self.pool_b, fake_b, _POOL_B, step_seed)
+
+        # 4. Discriminators (per replica) on real images and pooled fakes.
+        d_metrics = self.strategy.run(
+            self._discriminator_update, (real_a, real_b, pooled_a, pooled_b, step_seed)
+        )
+
+        # 5. Counters and the replica-averaged metrics.
+        lr = self.learning_rate(self.step)
+        self.step.assign_add(1)
+        self.epoch.assign(self.step // self.steps_per_epoch)
+        metrics = {**g_metrics, **d_metrics}
+        metrics = {
+            k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+            for k, v in metrics.items()
+        }
+        metrics["lr"] = tf.cast(lr, tf.float32)
+        return metrics
+
+    def _generator_update(self, real_a, real_b):
+        loss_cfg = self.config.loss
+        mode = loss_cfg.gan_mode
+        replicas = self.strategy.num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            fake_b = self.g_ab(real_a, training=True)
+            rec_a = self.g_ba(fake_b, training=True)
+            fake_a = self.g_ba(real_b, training=True)
+            rec_b = self.g_ab(fake_a, training=True)
+            metrics = {
+                "g/adv_ab": losses.generator_adversarial(self.d_b(fake_b, training=True), mode),
+                "g/adv_ba": losses.generator_adversarial(self.d_a(fake_a, training=True), mode),
+                "g/cycle_a": loss_cfg.lambda_a * losses.cycle(real_a, rec_a),
+                "g/cycle_b": loss_cfg.lambda_b * losses.cycle(real_b, rec_b),
+            }
+            if loss_cfg.lambda_identity > 0:
+                idt_b = self.g_ab(real_b, training=True)
+                idt_a = self.g_ba(real_a, training=True)
+                w = loss_cfg.lambda_identity
+                metrics["g/idt_a"] = w * loss_cfg.lambda_a * losses.identity(real_a, idt_a)
+                metrics["g/idt_b"] = w * loss_cfg.lambda_b * losses.identity(real_b, idt_b)
+            total = tf.add_n(list(metrics.values()))
+            # Gradients are summed over replicas: dividing by their number gives the global mean.
+            scaled = self.g_optimizer.scale_loss(total / replicas)
+        variables = self.generator_variables
+        grads = tape.gradient(scaled, variables)
+        self.g_optimizer.apply(grads, variables)
+        metrics["g/total"] = total
+        return metrics, tf.stop_gradient(fake_a), tf.stop_gradient(fake_b)
+
+    def _discriminator_update(self, real_a, real_b, pooled_a, pooled_b, step_seed):
+        loss_cfg = self.config.loss
+        mode = loss_cfg.gan_mode
+        replicas = self.strategy.num_replicas_in_sync
+        replica_id = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
+        with tf.GradientTape() as tape:
+            metrics = {
+                "d/a": losses.discriminator_adversarial(
+                    self.d_a(real_a, training=True), self.d_a(pooled_a, training=True), mode
+                ),
+                "d/b": losses.discriminator_adversarial(
+                    self.d_b(real_b, training=True), self.d_b(pooled_b, training=True), mode
+                ),
+            }
+            total = metrics["d/a"] + metrics["d/b"]
+            if mode == "wgangp":
+                gp_seed = tf.random.experimental.stateless_fold_in(step_seed, replica_id)
+                for key, d, real, fake, salt in (
+                    ("d/gp_a", self.d_a, real_a, pooled_a, _GP_A),
+                    ("d/gp_b", self.d_b, real_b, pooled_b, _GP_B),
+                ):
+                    seed = tf.random.experimental.stateless_fold_in(gp_seed, salt)
+                    metrics[key] = loss_cfg.gp_weight * losses.gradient_penalty(d, real, fake, seed)
+                    total += metrics[key]
+            scaled = self.d_optimizer.scale_loss(total / replicas)
+        variables = self.discriminator_variables
+        grads = tape.gradient(scaled, variables)
+        self.d_optimizer.apply(grads, variables)
+        return metrics
+
+    def _pool_query(self, pool, per_replica_fakes, salt, step_seed):
+        """Gathers fakes from all replicas, queries the pool once, and splits the result back."""
+        seed = tf.random.experimental.stateless_fold_in(step_seed, salt)
+        if self.strategy.num_replicas_in_sync == 1:
+            local = self.strategy.experimental_local_results(per_replica_fakes)[0]
+            return pool.query(local, seed)
+        fakes = self.strategy.gather(per_replica_fakes, axis=0)
+        pooled = pool.query(fakes, seed)
+        per_replica = tf.shape(fakes)[0] // self.strategy.num_replicas_in_sync
+
+        def slice_for(ctx):
+            start = ctx.replica_id_in_sync_group * per_replica
+            return pooled[start : start + per_replica]
+
+        return self.strategy.experimental_distribute_values_from_function(slice_for)
