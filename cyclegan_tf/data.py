@@ -268,8 +268,8 @@ def load(config: config_lib.DataConfig, seed: int, builtin_seed: int | None = No
     Args:
       config: the data section of the run config.
       seed: the run seed; all shuffles, crops and flips derive from it.
-      builtin_seed: seed of the built-in dataset's images (None: `seed`, so a run's seed fixes
-        its data too; pass a constant to train several seeds on the same images).
+      builtin_seed: seed of the built-in dataset's images (None: `synthetic.DEFAULT_SEED`, so
+        runs with different seeds train and are scored on the same images).
 
     Returns:
       An `Unpaired` dataset.
@@ -279,7 +279,9 @@ def load(config: config_lib.DataConfig, seed: int, builtin_seed: int | None = No
     """
     dataset = config.dataset.strip()
     if dataset == "builtin":
-        root = builtin_path(config, seed if builtin_seed is None else builtin_seed)
+        root = builtin_path(
+            config, synthetic.DEFAULT_SEED if builtin_seed is None else builtin_seed
+        )
         return _load_folder(root, config, seed, kind="builtin", name="builtin")
     tfds_name = _tfds_name(dataset)
     if tfds_name is not None:
