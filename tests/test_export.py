@@ -1,0 +1,280 @@
+"""Tests for cyclegan_tf.export: TF Serving layout, assets, and the signatures loaded in fresh
+processes, both by `tf.saved_model.load` and by the TF1 session loader TF Serving resolves
+SignatureDefs with. Outputs are compared with the Keras generator run on numpy-padded input."""
+
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import PIL.Image
+import pytest
+import tensorflow as tf
+
+from cyclegan_tf import checkpoints, config, export, inference, trainer, visualize
+
+# Name -> (height, width) of the images pushed through both signatures.
+SIZES = {"small": (37, 53), "square": (256, 256), "large": (1000, 750), "tiny": (5, 7)}
+
+# Runs in a fresh interpreter: loads the exports (argv: mode tf2|tf1, a2b dir, b2a dir, inputs
+# pickle, outputs pickle), calls the signatures, and pickles what came back.
+_LOADER = textwrap.dedent(
+    """
+    import pickle, sys
+    import tensorflow as tf
+
+    mode, a2b_dir, b2a_dir, inputs_path, outputs_path = sys.argv[1:]
+    with open(inputs_path, "rb") as f:
+        inputs = pickle.load(f)
+
+    def run_checks(call):
+        out = {"translate": {}}
+        for name, image in inputs["arrays"].items():
+            out["translate"][name] = call("translate_images", images=image)
+        out["serving_batch"] = call("serving_default", images_bytes=inputs["batch"])
+        try:
+            call("serving_default", images_bytes=inputs["garbage"])
+            out["garbage_error"] = None
+        except tf.errors.InvalidArgumentError as e:
+            out["garbage_error"] = e.message
+        out["after_garbage"] = call("serving_default", images_bytes=inputs["batch"][:1])
+        return out
+
+    results = {}
+    if mode == "tf2":
+        for direction, path in (("a2b", a2b_dir), ("b2a", b2a_dir)):
+            loaded = tf.saved_model.load(path)
+
+            def call(signature, **feeds):
+                feeds = {k: tf.constant(v) for k, v in feeds.items()}
+                return {k: v.numpy() for k, v in loaded.signatures[signature](**feeds).items()}
+
+            if direction == "a2b":
+                results["a2b"] = run_checks(call)
+                results["asset"] = loaded.export_json.asset_path.numpy().decode()
+            else:
+                results["b2a"] = call("translate_images", images=inputs["arrays"]["small"])
+    else:
+        for direction, path in (("a2b", a2b_dir), ("b2a", b2a_dir)):
+            with tf.compat.v1.Graph().as_default(), tf.compat.v1.Session() as sess:
+                meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], path)
+
+                def call(signature, **feeds):
+                    sig = meta.signature_def[signature]
+                    fetches = {k: v.name for k, v in sig.outputs.items()}
+                    return sess.run(fetches, {sig.inputs[k].name: v for k, v in feeds.items()})
+
+                if direction == "a2b":
+                    results["a2b"] = run_checks(call)
+                    results["tensor_names"] = {
+                        name: (
+                            {k: v.name for k, v in sig.inputs.items()},
+                            {k: v.name for k, v in sig.outputs.items()},
+                        )
+                        for name, sig in meta.signature_def.items()
+                        if not name.startswith("__")
+                    }
+                else:
+                    results["b2a"] = call("translate_images", images=inputs["arrays"]["small"])
+    with open(outputs_path, "wb") as f:
+        pickle.dump(results, f)
+    """
+)
+
+
+def _make_run(run_dir, step=3):
+    """A run directory as training leaves it: config.json + a checkpoint of a tiny model."""
+    cfg = config.preset("tiny")
+    model = trainer.CycleGAN(cfg, steps_per_epoch=4)
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, checkpoints.CONFIG_FILE), "w") as f:
+        f.write(cfg.to_json())
+    checkpoints.Checkpointer(model.checkpoint_objects(), str(run_dir)).save(step)
+    return model
+
+
+def _image(height, width, seed, channels=3):
+    return np.random.default_rng(seed).integers(0, 256, (height, width, channels), np.uint8)
+
+
+def _encode(image, fmt):
+    buffer = io.BytesIO()
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[image.shape[-1]]
+    PIL.Image.fromarray(image.squeeze(-1) if mode == "L" else image, mode).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def _keras_reference(generator, images):
+    """The Keras model on numpy reflect-padded input, cropped back: [N, H, W, 3] float32."""
+    images = images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    height, width = images.shape[1:3]
+    pads = []
+    for size in (height, width):
+        total = max(-(-size // 4) * 4, 8) - size  # ResNet: a multiple of 4, at least 8
+        pads.append((total // 2, total - total // 2))
+    padded = np.pad(images, [(0, 0), *pads, (0, 0)], mode="reflect")
+    out = np.asarray(generator(padded, training=False))
+    return out[:, pads[0][0] : pads[0][0] + height, pads[1][0] : pads[1][0] + width]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    run_dir = str(root / "run")
+    model = _make_run(run_dir)
+    export_dir = str(root / "models")
+    paths = export.export_run(run_dir, export_dir)
+    return {"model": model, "run_dir": run_dir, "export_dir": export_dir, "paths": paths}
+
+
+def test_layout_assets_and_metadata(exported):
+    export_dir, paths = exported["export_dir"], exported["paths"]
+    assert paths == {
+        "a2b": os.path.join(export_dir, "cyclegan_a2b", "1"),
+        "b2a": os.path.join(export_dir, "cyclegan_b2a", "1"),
+    }
+    # Only the model directories: the staging directory was renamed away, nothing half-written.
+    assert sorted(os.listdir(export_dir)) == ["cyclegan_a2b", "cyclegan_b2a"]
+    for direction, path in paths.items():
+        assert os.path.isfile(os.path.join(path, "saved_model.pb"))
+        assert os.path.isfile(os.path.join(path, "variables", "variables.index"))
+        assert export.read_exported_config(path) == config.preset("tiny")
+        info = inference.read_export_info(path)
+        assert info["direction"] == direction
+        assert info["generator"] == {"a2b": "g_ab", "b2a": "g_ba"}[direction]
+        assert (info["checkpoint"], info["step"], info["version"]) == ("ckpt-3", 0, 1)
+        assert info["size_multiple"] == 4
+
+
+@pytest.mark.slow
+def test_fresh_process_loads_match_keras(exported, tmp_path):
+    model, paths = exported["model"], exported["paths"]
+    arrays = {name: _image(h, w, seed=i)[None] for i, (name, (h, w)) in enumerate(SIZES.items())}
+    batch = [  # one request, mixed sizes and formats
+        _encode(arrays["small"][0], "PNG"),
+        _encode(_image(64, 48, seed=10), "JPEG"),
+        _encode(arrays["tiny"][0], "PNG"),
+        _encode(_image(21, 30, seed=11, channels=1), "PNG"),  # grayscale
+        _encode(_image(23, 17, seed=12, channels=4), "PNG"),  # RGBA
+        _encode(_image(19, 26, seed=13), "BMP"),
+        _encode(_image(12, 9, seed=14), "GIF"),
+    ]
+    inputs = {"arrays": arrays, "batch": batch, "garbage": [batch[0], b"not an image at all"]}
+    with open(tmp_path / "inputs.pkl", "wb") as f:
+        pickle.dump(inputs, f)
+
+    # Both loaders and saved_model_cli run side by side, each in a fresh process.
+    procs = {
+        mode: subprocess.Popen(
+            [sys.executable, "-c", _LOADER, mode, paths["a2b"], paths["b2a"]]
+            + [str(tmp_path / "inputs.pkl"), str(tmp_path / f"{mode}.pkl")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for mode in ("tf2", "tf1")
+    }
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    procs["cli"] = subprocess.Popen(
+        [cli, "show", "--all", "--dir", paths["a2b"]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    outputs = {name: proc.communicate(timeout=300) for name, proc in procs.items()}
+    for name, proc in procs.items():
+        assert proc.returncode == 0, f"{name}: {outputs[name][1][-3000:]}"
+
+    # References: the Keras generators, with the padding done independently in numpy.
+    expected = {name: _keras_reference(model.g_ab, image) for name, image in arrays.items()}
+    expected_b2a = _keras_reference(model.g_ba, arrays["small"])
+    decoded_batch = [
+        tf.io.decode_image(data, channels=3, expand_animations=False).numpy() for data in batch
+    ]
+    expected_batch = [
+        visualize.to_uint8(_keras_reference(model.g_ab, x[None])[0]) for x in decoded_batch
+    ]
+
+    for mode in ("tf2", "tf1"):
+        with open(tmp_path / f"{mode}.pkl", "rb") as f:
+            got = pickle.load(f)
+        a2b = got["a2b"]
+        for name, (height, width) in SIZES.items():
+            out = a2b["translate"][name]
+            assert out["images"].shape == (1, height, width, 3) and out["images"].dtype == np.uint8
+            diff = np.abs(out["images_float"] - expected[name]).max()
+            assert diff <= 1e-5, (mode, name, diff)
+            np.testing.assert_array_equal(out["images"], visualize.to_uint8(expected[name]))
+        assert np.abs(got["b2a"]["images_float"] - expected_b2a).max() <= 1e-5
+        assert np.abs(expected_b2a - expected["small"]).max() > 1e-3  # really the other generator
+
+        pngs = a2b["serving_batch"]["images_bytes"]
+        assert len(pngs) == len(batch)
+        for png, source, want in zip(pngs, decoded_batch, expected_batch):
+            assert png.startswith(b"\x89PNG")
+            image = tf.io.decode_png(png).numpy()
+            assert image.shape == source.shape  # same size, RGB whatever came in
+            np.testing.assert_array_equal(image, want)
+        # The PNG holds exactly the tensor signature's pixels.
+        first = tf.io.decode_png(pngs[0]).numpy()
+        np.testing.assert_array_equal(first, a2b["translate"]["small"]["images"][0])
+
+        assert "Could not decode image 1 of the request" in a2b["garbage_error"], mode
+        assert a2b["after_garbage"]["images_bytes"][0] == pngs[0]  # still serving, same answer
+
+    with open(tmp_path / "tf2.pkl", "rb") as f:
+        asset = pickle.load(f)["asset"]
+    with open(asset) as f:
+        assert json.load(f)["direction"] == "a2b"
+    with open(tmp_path / "tf1.pkl", "rb") as f:
+        names = pickle.load(f)["tensor_names"]
+    assert names["serving_default"] == (
+        {"images_bytes": "serving_default_images_bytes:0"},
+        {"images_bytes": "StatefulPartitionedCall:0"},
+    )
+    assert set(names["translate_images"][1]) == {"images", "images_float"}
+
+    shown = outputs["cli"][0]
+    assert "signature_def['serving_default']" in shown
+    assert "signature_def['translate_images']" in shown
+    assert "DT_STRING" in shown and "DT_UINT8" in shown
+
+
+def test_versions_increase_and_existing_versions_are_refused(exported):
+    run_dir, export_dir = exported["run_dir"], exported["export_dir"]
+    with pytest.raises(ValueError, match="already exists"):
+        export.export_run(run_dir, export_dir, version=1)
+    with pytest.raises(ValueError, match="version must be an integer >= 1"):
+        export.export_run(run_dir, export_dir, version=0)
+    # The next free version counts both directions, so the pair stays aligned.
+    paths = export.export_run(run_dir, export_dir, checkpoint="3", directions=("b2a",))
+    assert paths == {"b2a": os.path.join(export_dir, "cyclegan_b2a", "2")}
+    assert inference.latest_version(os.path.join(export_dir, "cyclegan_b2a")) == paths["b2a"]
+    assert sorted(os.listdir(export_dir)) == ["cyclegan_a2b", "cyclegan_b2a"]
+
+
+def test_a_failed_export_leaves_no_version_behind(exported, tmp_path, monkeypatch):
+    export_dir = str(tmp_path / "models")
+
+    def half_export(generator, path, **kwargs):
+        if kwargs["info"]["direction"] == "b2a":
+            raise RuntimeError("disk full")
+        os.makedirs(path)
+        open(os.path.join(path, "saved_model.pb"), "w").close()
+        return path
+
+    monkeypatch.setattr(export, "export_generator", half_export)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export.export_run(exported["run_dir"], export_dir)
+    assert os.listdir(export_dir) == []  # neither direction, no staging directory
+
+
+def test_unusable_run_directories_raise_checkpoint_errors(exported, tmp_path):
+    with pytest.raises(checkpoints.CheckpointError, match="not a run directory"):
+        export.export_run(str(tmp_path), str(tmp_path / "models"))
+    with pytest.raises(checkpoints.CheckpointError, match="Checkpoint '99' not found"):
+        export.export_run(exported["run_dir"], str(tmp_path / "models"), checkpoint="99")
