@@ -272,8 +272,8 @@ def load_run(
     """
     for direction in directions:
         _check_direction(direction)
-    config = read_run_config(run_dir)
     path = checkpoints.resolve_checkpoint(run_dir, checkpoint)
+    config = read_run_config(run_dir)
     m = config.model
     # Serving runs in float32 whatever the training precision: the checkpoint holds float32
     # weights either way, and bfloat16 inference is slower on most CPUs.

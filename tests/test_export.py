@@ -6,6 +6,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -274,7 +275,10 @@ def test_a_failed_export_leaves_no_version_behind(exported, tmp_path, monkeypatc
 
 
 def test_unusable_run_directories_raise_checkpoint_errors(exported, tmp_path):
-    with pytest.raises(checkpoints.CheckpointError, match="not a run directory"):
+    with pytest.raises(checkpoints.CheckpointError, match="No checkpoints in"):
+        export.export_run(str(tmp_path), str(tmp_path / "models"))
+    shutil.copytree(os.path.join(exported["run_dir"], "checkpoints"), tmp_path / "checkpoints")
+    with pytest.raises(checkpoints.CheckpointError, match="not a run directory: it has no config"):
         export.export_run(str(tmp_path), str(tmp_path / "models"))
     with pytest.raises(checkpoints.CheckpointError, match="Checkpoint '99' not found"):
         export.export_run(exported["run_dir"], str(tmp_path / "models"), checkpoint="99")
