@@ -77,7 +77,9 @@ class Checkpointer:
                         path,
                     )
                 return path
-            except (tf.errors.OpError, ValueError, AssertionError) as e:
+            # OpError: missing/corrupt files; IndexError: a truncated data file ("Read less
+            # bytes than requested"); AssertionError/ValueError: objects that do not match.
+            except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as e:
                 errors.append((path, _first_line(e)))
         raise CheckpointError(
             f"No readable checkpoint in {self.manager.directory} (latest {errors[0][0]}: "

@@ -121,10 +121,10 @@ def _require(command: str, *names: str) -> None:
 
 
 def _train() -> int:
+    _require("train", "output_dir")
+    config = build_config()  # before importing TensorFlow: flag mistakes are reported at once
     from cyclegan_tf import train
 
-    _require("train", "output_dir")
-    config = build_config()
     try:
         result = train.train(
             config, FLAGS.output_dir, resume=FLAGS.resume, overwrite=FLAGS.overwrite
@@ -170,18 +170,13 @@ def _translate() -> int:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean "the user asked for something impossible" (exit 2, one line)."""
-    from cyclegan_tf import checkpoints, data, train
+    """Exceptions that mean "the user asked for something impossible" (exit 2, one line).
 
-    errors = [
-        UsageError,
-        ValueError,
-        FileNotFoundError,
-        data.DataError,
-        checkpoints.CheckpointError,
-    ]
-    errors.append(train.RunDirError)
-    return tuple(errors)
+    The library's user-facing errors (data.DataError, checkpoints.CheckpointError,
+    train.RunDirError, config validation) all derive from ValueError; catching the base class here
+    keeps a flag mistake from importing TensorFlow just to report it.
+    """
+    return (UsageError, ValueError, FileNotFoundError)
 
 
 def main(argv: list[str]) -> int:

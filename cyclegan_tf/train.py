@@ -220,7 +220,10 @@ def train(
 
     writer = tf.summary.create_file_writer(os.path.join(output_dir, "logs"))
     samples = _grid_samples(unpaired, NUM_GRID_SAMPLES)
-    batches = iter(strategy.experimental_distribute_dataset(unpaired.train(start_step=start)))
+    # A finite stream (exactly the steps left): at the end its prefetch threads have drained, so
+    # releasing the iterator cannot wait on in-flight work.
+    stream = unpaired.train(start_step=start, num_steps=max(total - start, 1))
+    batches = iter(strategy.experimental_distribute_dataset(stream))
     last_saved = restored
     metrics: dict[str, float] = {}
     first_step_seconds = None
