@@ -80,7 +80,12 @@ flags.DEFINE_bool("deterministic", None, "Deterministic ops (exact resume; a lit
 
 # -- export / translate ----------------------------------------------------------------------
 flags.DEFINE_string("run_dir", None, "export: the training run directory.")
-flags.DEFINE_string("export_dir", None, "export: base directory of the SavedModels.")
+flags.DEFINE_string(
+    "export_dir",
+    None,
+    "export: base directory of the SavedModels. train: if set, export there when training ends "
+    "and translate the dataset's testA/ with the exported A->B model into <output_dir>/translated.",
+)
 flags.DEFINE_string("checkpoint", None, "export/translate: checkpoint step or name (latest).")
 flags.DEFINE_integer("version", None, "export: model version (default: next free integer).")
 flags.DEFINE_string("model", None, "translate: a run directory or an exported SavedModel.")
@@ -140,7 +145,24 @@ def _train() -> int:
         print(f"cyclegan-tf: {e}", file=sys.stderr)
         return 1
     print(f"Done at step {result.step}: checkpoint {result.checkpoint}", flush=True)
+    if FLAGS.export_dir:
+        return _export_and_translate_test_split(result)
     return 0
+
+
+def _export_and_translate_test_split(result) -> int:
+    """After training: SavedModels for serving, and the test images translated by them."""
+    from cyclegan_tf import export, inference
+
+    paths = export.export_run(result.run_dir, FLAGS.export_dir)
+    for direction, path in paths.items():
+        print(f"Exported {direction}: {path}", flush=True)
+    test_a = os.path.join(result.data_root, "testA") if result.data_root else None
+    if not test_a or not os.path.isdir(test_a):
+        return 0
+    out = os.path.join(result.run_dir, "translated")
+    summary = inference.translate(paths["a2b"], test_a, out, direction="a2b")
+    return 0 if not summary.failed else 1
 
 
 def _export() -> int:

@@ -461,8 +461,15 @@ def _load_tfds(full_name: str, config, seed: int) -> Unpaired:
             f"{', '.join(configs)} (e.g. --dataset=tfds:cycle_gan/horse2zebra)."
         )
     tfds = _import_tfds()
-    builder = tfds.builder(full_name, data_dir=config.data_dir)
-    _prepare(builder, full_name)
+    # TFDS logs a warning per missing metadata file while it looks for prepared data; the one
+    # DataError below says what matters, so its chatter is muted for these two calls.
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(min(verbosity, logging.ERROR))
+    try:
+        builder = tfds.builder(full_name, data_dir=config.data_dir)
+        _prepare(builder, full_name)
+    finally:
+        logging.set_verbosity(verbosity)
 
     def split_loader(split: str) -> _Images:
         ds = builder.as_dataset(

@@ -72,6 +72,7 @@ class TrainResult:
     score: dict | None
     first_step_seconds: float | None
     steps_per_second: float | None
+    data_root: str | None = None  # the folder of a folder/builtin dataset (holds testA/ testB/)
 
 
 def prepare_run_dir(
@@ -306,6 +307,7 @@ def train(
         score=score,
         first_step_seconds=first_step_seconds,
         steps_per_second=steps_per_second,
+        data_root=unpaired.root,
     )
 
 
