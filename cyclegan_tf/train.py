@@ -266,8 +266,10 @@ def train(
                         [("it/s", rate)] + [(k, metrics[k]) for k in _SHOWN if k in metrics],
                     )
                 if step % t_cfg.log_steps == 0 or step == total:
-                    _log_scalars(output_dir, step, window, verbose and bar is None)
+                    means = _log_scalars(output_dir, step, window)
                     window = {}
+                    if verbose and bar is None:  # not a terminal: one line per log interval
+                        _print_progress(step, total, steps_run, t_loop, means)
                 if step % t_cfg.save_steps == 0:
                     last_saved = ckpt.save(step)
                 if stop.signum is not None:
@@ -331,17 +333,22 @@ def _progress_bar(verbose, epoch, total_epochs, target):
     return keras.utils.Progbar(target, stateful_metrics=["it/s", *_SHOWN], unit_name="step")
 
 
-def _log_scalars(output_dir: str, step: int, window: dict[str, list[float]], echo: bool) -> None:
+def _log_scalars(output_dir: str, step: int, window: dict[str, list[float]]) -> dict:
+    """Writes the window's mean of every scalar to TensorBoard and metrics.jsonl."""
     means = {k: float(np.mean(v)) for k, v in window.items()}
     for k, v in means.items():
         tf.summary.scalar(k, v, step=step)
     with open(os.path.join(output_dir, "metrics.jsonl"), "a") as f:
         f.write(json.dumps({"step": step, **means}) + "\n")
-    if echo:
-        shown = " ".join(
-            f"{k}={means[k]:.4f}" for k in ("g/total", "d/a", "d/b", "lr") if k in means
-        )
-        print(f"  step {step}: {shown}", flush=True)
+    return means
+
+
+def _print_progress(step: int, total: int, steps_run: int, t_loop: float, means: dict) -> None:
+    rate = (steps_run - 1) / (time.perf_counter() - t_loop) if steps_run > 1 else 0.0
+    eta = (total - step) / rate if rate > 0 else float("nan")
+    eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?"
+    shown = " ".join(f"{k}={means[k]:.4f}" for k in (*_SHOWN, "lr") if k in means)
+    print(f"  step {step}/{total}  {rate:.2f} it/s  ETA {eta_text}  {shown}", flush=True)
 
 
 def _grid_samples(unpaired, n: int) -> dict[str, np.ndarray]:
