@@ -2,7 +2,6 @@
 processes, both by `tf.saved_model.load` and by the TF1 session loader TF Serving resolves
 SignatureDefs with. Outputs are compared with the Keras generator run on numpy-padded input."""
 
-import io
 import json
 import os
 import pickle
@@ -11,12 +10,12 @@ import subprocess
 import sys
 import textwrap
 
+import fixtures
 import numpy as np
-import PIL.Image
 import pytest
 import tensorflow as tf
 
-from cyclegan_tf import checkpoints, config, export, inference, trainer, visualize
+from cyclegan_tf import checkpoints, config, export, inference, visualize
 
 # Name -> (height, width) of the images pushed through both signatures.
 SIZES = {"small": (37, 53), "square": (256, 256), "large": (1000, 750), "tiny": (5, 7)}
@@ -87,28 +86,6 @@ _LOADER = textwrap.dedent(
 )
 
 
-def _make_run(run_dir, step=3):
-    """A run directory as training leaves it: config.json + a checkpoint of a tiny model."""
-    cfg = config.preset("tiny")
-    model = trainer.CycleGAN(cfg, steps_per_epoch=4)
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, checkpoints.CONFIG_FILE), "w") as f:
-        f.write(cfg.to_json())
-    checkpoints.Checkpointer(model.checkpoint_objects(), str(run_dir)).save(step)
-    return model
-
-
-def _image(height, width, seed, channels=3):
-    return np.random.default_rng(seed).integers(0, 256, (height, width, channels), np.uint8)
-
-
-def _encode(image, fmt):
-    buffer = io.BytesIO()
-    mode = {1: "L", 3: "RGB", 4: "RGBA"}[image.shape[-1]]
-    PIL.Image.fromarray(image.squeeze(-1) if mode == "L" else image, mode).save(buffer, fmt)
-    return buffer.getvalue()
-
-
 def _keras_reference(generator, images):
     """The Keras model on numpy reflect-padded input, cropped back: [N, H, W, 3] float32."""
     images = images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
@@ -126,7 +103,7 @@ def _keras_reference(generator, images):
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     run_dir = str(root / "run")
-    model = _make_run(run_dir)
+    model = fixtures.make_run(run_dir)
     export_dir = str(root / "models")
     paths = export.export_run(run_dir, export_dir)
     return {"model": model, "run_dir": run_dir, "export_dir": export_dir, "paths": paths}
@@ -154,15 +131,18 @@ def test_layout_assets_and_metadata(exported):
 @pytest.mark.slow
 def test_fresh_process_loads_match_keras(exported, tmp_path):
     model, paths = exported["model"], exported["paths"]
-    arrays = {name: _image(h, w, seed=i)[None] for i, (name, (h, w)) in enumerate(SIZES.items())}
+    arrays = {
+        name: fixtures.random_image(h, w, seed=i)[None]
+        for i, (name, (h, w)) in enumerate(SIZES.items())
+    }
     batch = [  # one request, mixed sizes and formats
-        _encode(arrays["small"][0], "PNG"),
-        _encode(_image(64, 48, seed=10), "JPEG"),
-        _encode(arrays["tiny"][0], "PNG"),
-        _encode(_image(21, 30, seed=11, channels=1), "PNG"),  # grayscale
-        _encode(_image(23, 17, seed=12, channels=4), "PNG"),  # RGBA
-        _encode(_image(19, 26, seed=13), "BMP"),
-        _encode(_image(12, 9, seed=14), "GIF"),
+        fixtures.encode(arrays["small"][0], "PNG"),
+        fixtures.encode(fixtures.random_image(64, 48, seed=10), "JPEG"),
+        fixtures.encode(arrays["tiny"][0], "PNG"),
+        fixtures.encode(fixtures.random_image(21, 30, seed=11, channels=1), "PNG"),  # grayscale
+        fixtures.encode(fixtures.random_image(23, 17, seed=12, channels=4), "PNG"),  # RGBA
+        fixtures.encode(fixtures.random_image(19, 26, seed=13), "BMP"),
+        fixtures.encode(fixtures.random_image(12, 9, seed=14), "GIF"),
     ]
     inputs = {"arrays": arrays, "batch": batch, "garbage": [batch[0], b"not an image at all"]}
     with open(tmp_path / "inputs.pkl", "wb") as f:

@@ -1,39 +1,16 @@
 """Tests for cyclegan_tf.inference: mirror padding, any-size translation, decoding, and `translate`
 with run directories and exported SavedModels (plus the CLI's exit codes, marked slow)."""
 
-import io
 import os
 import subprocess
 import sys
 
+import fixtures
 import numpy as np
-import PIL.Image
 import pytest
 import tensorflow as tf
 
-from cyclegan_tf import checkpoints, config, export, generators, inference, trainer, visualize
-
-
-def _make_run(run_dir, step=3):
-    """A run directory as training leaves it: config.json + a checkpoint of a tiny model."""
-    cfg = config.preset("tiny")
-    model = trainer.CycleGAN(cfg, steps_per_epoch=4)
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, checkpoints.CONFIG_FILE), "w") as f:
-        f.write(cfg.to_json())
-    checkpoints.Checkpointer(model.checkpoint_objects(), str(run_dir)).save(step)
-    return model
-
-
-def _image(height, width, seed, channels=3):
-    return np.random.default_rng(seed).integers(0, 256, (height, width, channels), np.uint8)
-
-
-def _encode(image, fmt):
-    buffer = io.BytesIO()
-    mode = {1: "L", 3: "RGB", 4: "RGBA"}[image.shape[-1]]
-    PIL.Image.fromarray(image.squeeze(-1) if mode == "L" else image, mode).save(buffer, fmt)
-    return buffer.getvalue()
+from cyclegan_tf import checkpoints, export, generators, inference, visualize
 
 
 def _write(path, data):
@@ -55,16 +32,16 @@ def _expected_png_pixels(generator, data):
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("inference")
     run_dir = str(root / "run")
-    model = _make_run(run_dir)
+    model = fixtures.make_run(run_dir)
     inputs = root / "inputs"
     inputs.mkdir()
     files = {
-        "a.png": _encode(_image(37, 53, seed=1), "PNG"),
-        "gray.png": _encode(_image(20, 30, seed=2, channels=1), "PNG"),
-        "rgba.png": _encode(_image(23, 17, seed=3, channels=4), "PNG"),
-        "photo.jpg": _encode(_image(40, 44, seed=4), "JPEG"),
-        "cat.bmp": _encode(_image(5, 7, seed=5), "BMP"),
-        "cat.gif": _encode(_image(12, 9, seed=6), "GIF"),
+        "a.png": fixtures.encode(fixtures.random_image(37, 53, seed=1), "PNG"),
+        "gray.png": fixtures.encode(fixtures.random_image(20, 30, seed=2, channels=1), "PNG"),
+        "rgba.png": fixtures.encode(fixtures.random_image(23, 17, seed=3, channels=4), "PNG"),
+        "photo.jpg": fixtures.encode(fixtures.random_image(40, 44, seed=4), "JPEG"),
+        "cat.bmp": fixtures.encode(fixtures.random_image(5, 7, seed=5), "BMP"),
+        "cat.gif": fixtures.encode(fixtures.random_image(12, 9, seed=6), "GIF"),
         "bad.jpg": b"this is not a JPEG",
         "notes.txt": b"not an image, not picked up from a folder",
     }
@@ -102,7 +79,7 @@ def test_mirror_indices_match_numpy_reflect_for_any_width(size):
 def test_pad_run_crop_keeps_any_size_and_equals_the_padded_model():
     generator = generators.build_generator("resnet_6blocks", ngf=8)
     for height, width in [(1, 1), (5, 7), (8, 8), (37, 53)]:
-        images = _float(_image(height, width, seed=height)[None])
+        images = _float(fixtures.random_image(height, width, seed=height)[None])
         out = inference.pad_run_crop(generator, images, 4)
         assert out.shape == (1, height, width, 3)
         assert np.all(np.abs(out.numpy()) <= 1)
@@ -118,7 +95,7 @@ def test_unet_pads_small_images_to_its_multiple():
     assert inference.padded_size(5, multiple) == 128 and inference.padded_size(129, multiple) == 256
     for height, width in [(5, 7), (130, 100)]:
         out = inference.pad_run_crop(
-            generator, _float(_image(height, width, seed=0)[None]), multiple
+            generator, _float(fixtures.random_image(height, width, seed=0)[None]), multiple
         )
         assert out.shape == (1, height, width, 3)
 
@@ -135,26 +112,28 @@ def test_uint8_conversions_are_exact_inside_graphs():
 
 
 def test_decode_rgb_makes_rgb_from_any_format_and_names_undecodable_bytes():
-    gray = _image(6, 4, seed=0, channels=1)
-    rgba = _image(6, 4, seed=1, channels=4)
+    gray = fixtures.random_image(6, 4, seed=0, channels=1)
+    rgba = fixtures.random_image(6, 4, seed=1, channels=4)
     np.testing.assert_array_equal(
-        inference.decode_rgb(_encode(gray, "PNG")), np.repeat(gray, 3, axis=-1)
+        inference.decode_rgb(fixtures.encode(gray, "PNG")), np.repeat(gray, 3, axis=-1)
     )
-    np.testing.assert_array_equal(inference.decode_rgb(_encode(rgba, "PNG")), rgba[..., :3])
+    np.testing.assert_array_equal(inference.decode_rgb(fixtures.encode(rgba, "PNG")), rgba[..., :3])
     for fmt in ("JPEG", "BMP", "GIF"):
-        assert inference.decode_rgb(_encode(_image(6, 4, seed=2), fmt)).shape == (6, 4, 3)
+        assert inference.decode_rgb(
+            fixtures.encode(fixtures.random_image(6, 4, seed=2), fmt)
+        ).shape == (6, 4, 3)
     with pytest.raises(tf.errors.InvalidArgumentError, match="Could not decode image 3"):
         inference.decode_rgb(b"<html>not an image</html>", 3)
     with pytest.raises(tf.errors.InvalidArgumentError, match="Invalid PNG data"):
-        inference.decode_rgb(_encode(rgba, "PNG")[:60])
+        inference.decode_rgb(fixtures.encode(rgba, "PNG")[:60])
 
 
 def test_translate_encoded_handles_a_batch_of_different_sizes():
     generator = generators.build_generator("resnet_6blocks", ngf=8)
     translator = inference.Translator(generator, 4)
     data = [
-        _encode(_image(9, 13, seed=0), "PNG"),
-        _encode(_image(30, 4, seed=1, channels=1), "PNG"),
+        fixtures.encode(fixtures.random_image(9, 13, seed=0), "PNG"),
+        fixtures.encode(fixtures.random_image(30, 4, seed=1, channels=1), "PNG"),
     ]
     pngs = translator.translate_encoded(tf.constant(data))["images_bytes"].numpy()
     for png, source in zip(pngs, data):
