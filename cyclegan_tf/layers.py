@@ -1,8 +1,9 @@
 """Building blocks shared by the generators and discriminators.
 
 This module owns the pieces whose exact behaviour the official PyTorch CycleGAN fixes and Keras
-does not provide as-is: reflection padding, the normalization choices (affine-free instance norm,
-batch norm, none) and the weight initializers (`normal | xavier | kaiming | orthogonal`).
+does not provide as-is: reflection padding, the normalization choices (affine-free instance norm
+on a fused kernel, batch norm, none) and the weight initializers (`normal | xavier | kaiming |
+orthogonal`).
 Builders call `kernel_initializer` once per layer: an unseeded Keras initializer reused across
 layers would give every layer the same values.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import tensorflow as tf
 
 from cyclegan_tf import config
 
@@ -58,6 +60,58 @@ class ReflectionPadding2D(keras.layers.Layer):
         return {**super().get_config(), "padding": self.padding}
 
 
+@keras.saving.register_keras_serializable(package="cyclegan_tf")
+class InstanceNormalization(keras.layers.GroupNormalization):
+    """Affine-free instance norm: `GroupNormalization(groups=-1, center=False, scale=False)`,
+    computed with one fused kernel where possible.
+
+    For a batch of one image, instance norm is batch norm in training mode (statistics over height
+    and width per channel), so the fused `FusedBatchNormV3` kernel and its fused gradient do the
+    work of GroupNormalization's reshape, moments and arithmetic (about a dozen ops, each a pass
+    over the feature map): at 128 px this took the paper step from 2.75 to 2.65 s (fp32) and
+    the time to its first step from 19.6 to 14.6 s (smaller graph to trace and optimise). Larger
+    batches are transposed to one image with N * C channels. Results agree with
+    GroupNormalization to float32 rounding (1e-5). Statistics and outputs are float32.
+
+    Args:
+      epsilon: added to the variance.
+      **kwargs: base layer arguments (`name`, `dtype`, ...).
+    """
+
+    def __init__(self, epsilon: float = _NORM_EPSILON, **kwargs: Any):
+        for key in ("groups", "center", "scale"):
+            kwargs.pop(key, None)  # fixed; present in configs written by get_config
+        super().__init__(groups=-1, center=False, scale=False, epsilon=epsilon, **kwargs)
+
+    def call(self, inputs):
+        if inputs.shape.rank != 4:
+            return super().call(inputs)
+        x = tf.cast(inputs, tf.float32)
+        if x.shape[0] == 1:
+            return tf.cast(self._fused(x), self.compute_dtype)
+        # [N, H, W, C] -> [1, H, W, N * C]: every (sample, channel) pair becomes a channel of one
+        # image. Per channel the kernel computes exactly what it computes for a batch of one, so
+        # a batch of N equals N batches of one bit for bit (replicas see the same numbers).
+        shape = tf.shape(x)
+        n, h, w, c = shape[0], shape[1], shape[2], shape[3]
+        y = tf.reshape(tf.transpose(x, [1, 2, 0, 3]), tf.stack([1, h, w, n * c]))
+        y = tf.transpose(tf.reshape(self._fused(y), tf.stack([h, w, n, c])), [2, 0, 1, 3])
+        y.set_shape(x.shape)
+        return tf.cast(y, self.compute_dtype)
+
+    def _fused(self, x):
+        """Batch norm (training mode, no affine part) of [1, H, W, C] float32."""
+        channels = [x.shape[-1]] if x.shape[-1] is not None else tf.shape(x)[-1:]
+        y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+            x,
+            tf.ones(channels, tf.float32),
+            tf.zeros(channels, tf.float32),
+            epsilon=self.epsilon,
+            is_training=True,
+        )
+        return y
+
+
 def normalization(
     norm: str, name: str | None = None, gamma_stddev: float = 0.02
 ) -> keras.layers.Layer:
@@ -81,14 +135,7 @@ def normalization(
       ValueError: if `norm` is not one of `config.NORMS`.
     """
     if norm == "instance":
-        return keras.layers.GroupNormalization(
-            groups=-1,
-            center=False,
-            scale=False,
-            epsilon=_NORM_EPSILON,
-            dtype="float32",
-            name=name,
-        )
+        return InstanceNormalization(epsilon=_NORM_EPSILON, dtype="float32", name=name)
     if norm == "batch":
         return keras.layers.BatchNormalization(
             momentum=_BATCH_NORM_MOMENTUM,

@@ -62,6 +62,28 @@ def test_instance_norm_is_per_sample_per_channel_standardization():
     np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-5), atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(1, 16, 12, 8), (3, 9, 7, 5)])
+def test_instance_norm_equals_group_normalization_with_gradients(shape):
+    # The fused kernel (batch 1) and the moments path (other batches) must not change numerics.
+    import tensorflow as tf
+
+    x = tf.constant(3.0 * _random(shape) + 1.5)
+    dy = tf.constant(_random(shape, seed=1))
+    outputs = []
+    for layer in (
+        layers.normalization("instance"),
+        keras.layers.GroupNormalization(groups=-1, center=False, scale=False, epsilon=1e-5),
+    ):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * dy)
+        outputs.append((y.numpy(), tape.gradient(loss, x).numpy()))
+    (y1, g1), (y2, g2) = outputs
+    np.testing.assert_allclose(y1, y2, atol=1e-5)
+    np.testing.assert_allclose(g1, g2, atol=1e-5)
+
+
 def test_instance_norm_has_no_parameters():
     layer = layers.normalization("instance")
     layer.build((None, None, None, 8))
