@@ -109,6 +109,7 @@ def test_notebook_runs_offline_with_tiny_parameters(tmp_path, monkeypatch):
     assert sys.executable in text, "the kernel must run the test's interpreter"
     assert "falling back to the built-in dataset" in text
     assert "identity" in text  # the score table against the identity baseline
+    assert "matches" in text and "DIFFERS" not in text  # official parameter counts
     missing = [f for f in FIGURES if not (work_dir / "figures" / f"{f}.png").is_file()]
     assert not missing, f"figures not written: {missing}"
 
