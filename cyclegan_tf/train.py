@@ -367,11 +367,7 @@ def _grid_samples(unpaired, n: int) -> dict[str, np.ndarray]:
 
 
 def _epoch_end(model, samples, output_dir, epoch, step, verbose) -> str:
-    rows = dict(samples)
-    rows["fake_b"] = model.translate(samples["real_a"], "a2b").numpy()
-    rows["rec_a"] = model.translate(rows["fake_b"], "b2a").numpy()
-    rows["fake_a"] = model.translate(samples["real_b"], "b2a").numpy()
-    rows["rec_b"] = model.translate(rows["fake_a"], "a2b").numpy()
+    rows = model.cycle_images(samples["real_a"], samples["real_b"])
     path = os.path.join(output_dir, "images", f"epoch_{epoch + 1:03d}.png")
     visualize.save_grid(rows, path, title=f"epoch {epoch + 1} (step {step})")
     tf.summary.image("translations", visualize.grid_tensor(rows), step=step)

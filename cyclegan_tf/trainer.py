@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from cyclegan_tf import config as config_lib
@@ -179,6 +180,28 @@ class CycleGAN(tf.Module):
     def translate(self, images: tf.Tensor, direction: str = "a2b") -> tf.Tensor:
         """Runs one generator in inference mode. images: [N, H, W, 3] in [-1, 1] -> same shape."""
         return self._translate[direction](tf.convert_to_tensor(images, tf.float32))
+
+    def cycle_images(self, real_a, real_b) -> dict[str, np.ndarray]:
+        """Both cycles in inference mode, for image grids.
+
+        Args:
+          real_a: [N, H, W, 3] in [-1, 1]; real_b likewise.
+
+        Returns:
+          numpy arrays keyed real_a, fake_b, rec_a, real_b, fake_a, rec_b (as
+          `visualize.save_grid` expects).
+        """
+        fake_b = self.translate(real_a, "a2b")
+        fake_a = self.translate(real_b, "b2a")
+        rows = {
+            "real_a": real_a,
+            "fake_b": fake_b,
+            "rec_a": self.translate(fake_b, "b2a"),
+            "real_b": real_b,
+            "fake_a": fake_a,
+            "rec_b": self.translate(fake_a, "a2b"),
+        }
+        return {k: np.asarray(v) for k, v in rows.items()}
 
     def current_learning_rate(self) -> float:
         return float(self.learning_rate(self.step))

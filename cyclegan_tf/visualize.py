@@ -34,17 +34,17 @@ def save_grid(rows: dict[str, np.ndarray], path: str, title: str | None = None) 
     Returns:
       The path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
+    # A bare Figure (no pyplot): writing a file must not switch the caller's backend, e.g. turn
+    # off a notebook's inline display.
+    from matplotlib.figure import Figure
 
     n = len(rows["real_a"])
     layout = [
         (("real_a", "fake_b", "rec_a"), GRID_COLUMNS),
         (("real_b", "fake_a", "rec_b"), GRID_COLUMNS_B),
     ]
-    fig, axes = plt.subplots(2 * n, 3, figsize=(7.5, 2.6 * 2 * n), squeeze=False)
+    fig = Figure(figsize=(7.5, 2.6 * 2 * n))
+    axes = fig.subplots(2 * n, 3, squeeze=False)
     for i in range(n):
         for r, (keys, labels) in enumerate(layout):
             for c, (key, label) in enumerate(zip(keys, labels)):
@@ -58,7 +58,6 @@ def save_grid(rows: dict[str, np.ndarray], path: str, title: str | None = None) 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     os.replace(tmp, path)
     return path
 
@@ -74,12 +73,10 @@ def grid_tensor(rows: dict[str, np.ndarray]) -> tf.Tensor:
 
 def save_loss_plot(history: dict[str, list[tuple[int, float]]], path: str) -> str:
     """Plots loss curves (key -> [(step, value), ...]) with labelled axes to a PNG."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
     for key, points in sorted(history.items()):
         if points and key != "lr":
             steps, values = zip(*points)
@@ -90,5 +87,4 @@ def save_loss_plot(history: dict[str, list[tuple[int, float]]], path: str) -> st
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

@@ -1,0 +1,35 @@
+import matplotlib
+import numpy as np
+import PIL.Image
+
+from cyclegan_tf import visualize
+
+
+def _rows(n=2, size=16):
+    rng = np.random.default_rng(0)
+    keys = ("real_a", "fake_b", "rec_a", "real_b", "fake_a", "rec_b")
+    return {k: rng.uniform(-1, 1, (n, size, size, 3)).astype(np.float32) for k in keys}
+
+
+def test_to_uint8_rounds_and_clips():
+    x = np.array([-1.5, -1.0, 0.0, 0.999, 1.0, 2.0], np.float32)
+    np.testing.assert_array_equal(visualize.to_uint8(x), [0, 0, 128, 255, 255, 255])
+
+
+def test_save_grid_writes_a_png_and_keeps_the_backend(tmp_path):
+    backend = matplotlib.get_backend()
+    path = visualize.save_grid(_rows(), str(tmp_path / "g" / "grid.png"), title="epoch 1")
+    assert PIL.Image.open(path).size == (750, 1040)  # 7.5 x 10.4 inches at 100 dpi
+    assert matplotlib.get_backend() == backend
+    assert not (tmp_path / "g" / "grid.png.tmp.png").exists()
+
+
+def test_grid_tensor_layout():
+    grid = visualize.grid_tensor(_rows(n=2, size=16))
+    assert grid.shape == (1, 4 * 16, 3 * 16, 3) and grid.dtype == "uint8"
+
+
+def test_loss_plot(tmp_path):
+    history = {"g/total": [(1, 3.0), (2, 2.5)], "d/a": [(1, 0.5), (2, 0.4)], "lr": [(1, 2e-4)]}
+    path = visualize.save_loss_plot(history, str(tmp_path / "loss.png"))
+    assert PIL.Image.open(path).size == (800, 450)
