@@ -90,3 +90,19 @@ def test_train_end_to_end_then_resume_and_refuse_overwrite(tmp_path):
     )
     _one_line_error(_cli(*args, "--noresume"), "already holds a run")
     _one_line_error(_cli(*args, "--ngf=16"), "model.ngf: 8 -> 16")
+
+
+def test_flagfile(tmp_path):
+    from absl import flags
+
+    from cyclegan_tf import cli
+
+    flagfile = tmp_path / "h2z.flags"
+    flagfile.write_text("--preset=tutorial\n--crop_size=128\n--load_size=143\n--pool_size=10\n")
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["cyclegan-tf", f"--flagfile={flagfile}", "--seed=2"])
+    try:
+        built = cli.build_config()
+    finally:
+        flags.FLAGS.unparse_flags()
+    assert built == config.preset("tutorial", crop_size=128, load_size=143, pool_size=10, seed=2)
