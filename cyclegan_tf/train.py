@@ -16,6 +16,7 @@ uninterrupted one (with `deterministic=True` ops).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
@@ -230,6 +231,8 @@ def train(
     first_step_seconds = None
     window: dict[str, list[float]] = {}
     t_loop, steps_run = None, 0
+    # Seconds of the last 100 steps (data + step + sync; not grids or saves): the it/s shown.
+    durations = collections.deque(maxlen=100)
 
     # 3. The loop: epochs of steps; checkpoints, logs and grids at their cadence.
     with _StopSignals() as stop, writer.as_default():
@@ -241,6 +244,7 @@ def train(
             if bar is not None and step > epoch * spe:
                 bar.update(step - epoch * spe)
             while step < epoch_end:
+                t_step = time.perf_counter()
                 real_a, real_b = next(batches)
                 values = model.train_step(real_a, real_b)
                 metrics = {k: float(v) for k, v in values.items()}
@@ -253,6 +257,8 @@ def train(
                     )
                 step += 1
                 steps_run += 1
+                if first_step_seconds is not None:  # the first step is mostly tracing
+                    durations.append(time.perf_counter() - t_step)
                 if first_step_seconds is None:
                     first_step_seconds = time.perf_counter() - t_start
                     t_loop = time.perf_counter()
@@ -260,16 +266,15 @@ def train(
                 for k, v in metrics.items():
                     window.setdefault(k, []).append(v)
                 if bar is not None:
-                    rate = (steps_run - 1) / (time.perf_counter() - t_loop) if steps_run > 1 else 0
-                    bar.update(
-                        step - epoch * spe,
-                        [("it/s", rate)] + [(k, metrics[k]) for k in _SHOWN if k in metrics],
-                    )
+                    shown = [(k, metrics[k]) for k in _SHOWN if k in metrics]
+                    if durations:
+                        shown.insert(0, ("it/s", len(durations) / sum(durations)))
+                    bar.update(step - epoch * spe, shown)
                 if step % t_cfg.log_steps == 0 or step == total:
                     means = _log_scalars(output_dir, step, window)
                     window = {}
                     if verbose and bar is None:  # not a terminal: one line per log interval
-                        _print_progress(step, total, steps_run, t_loop, means)
+                        _print_progress(step, total, durations, means)
                 if step % t_cfg.save_steps == 0:
                     last_saved = ckpt.save(step)
                 if stop.signum is not None:
@@ -343,8 +348,8 @@ def _log_scalars(output_dir: str, step: int, window: dict[str, list[float]]) -> 
     return means
 
 
-def _print_progress(step: int, total: int, steps_run: int, t_loop: float, means: dict) -> None:
-    rate = (steps_run - 1) / (time.perf_counter() - t_loop) if steps_run > 1 else 0.0
+def _print_progress(step: int, total: int, durations, means: dict) -> None:
+    rate = len(durations) / sum(durations) if durations else 0.0
     eta = (total - step) / rate if rate > 0 else float("nan")
     eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?"
     shown = " ".join(f"{k}={means[k]:.4f}" for k in (*_SHOWN, "lr") if k in means)
