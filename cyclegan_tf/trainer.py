@@ -135,7 +135,11 @@ class CycleGAN(tf.Module):
         self.pool_a = image_pool.ImagePool(config.loss.pool_size, pool_shape, "pool_a")
         self.pool_b = image_pool.ImagePool(config.loss.pool_size, pool_shape, "pool_b")
 
-        self.train_step = tf.function(self._train_step, jit_compile=t.jit_compile or None)
+        # autograph=False: the step is plain graph code (the pool uses explicit while_loop/cond),
+        # and converting it and everything it calls (Keras' Adam included) took ~1 s of tracing.
+        self.train_step = tf.function(
+            self._train_step, jit_compile=t.jit_compile or None, autograph=False
+        )
         self._translate = {
             "a2b": tf.function(lambda x: self.g_ab(x, training=False), reduce_retracing=True),
             "b2a": tf.function(lambda x: self.g_ba(x, training=False), reduce_retracing=True),
