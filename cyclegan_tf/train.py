@@ -191,6 +191,10 @@ def train(
         )
     if t_cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
+    # Grappler's graph rewrites cost ~3 s before the first step and gained nothing per step here
+    # (bench/RESULTS.md, 128 px: bf16 1.76 vs 1.74 s/iter, first step 10.1 vs 13.0 s). This is
+    # process-wide, so it is set here, where a process decides to train, not in the library.
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
     # 1. Data first: a missing dataset should fail before anything is written.
     unpaired = data.load(config.data, seed=t_cfg.seed)
