@@ -12,3 +12,15 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """The built-in dataset is generated into a per-session temporary cache, never ~/.cache."""
     cache = tmp_path_factory.getbasetemp() / "cyclegan_tf_cache"
     monkeypatch.setenv("CYCLEGAN_TF_CACHE", str(cache))
+
+
+@pytest.fixture
+def mixed_bfloat16():
+    """Builds layers under the mixed_bfloat16 policy; the global policy is float32 again after."""
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -7,15 +7,6 @@ import pytest
 from cyclegan_tf import discriminators
 
 
-@pytest.fixture
-def mixed_bfloat16():
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-
-
 def _images(batch, height, width, seed=0):
     rng = np.random.default_rng(seed)
     return rng.uniform(-1, 1, (batch, height, width, 3)).astype("float32")

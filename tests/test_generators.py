@@ -7,15 +7,6 @@ import pytest
 from cyclegan_tf import config, generators
 
 
-@pytest.fixture
-def mixed_bfloat16():
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-
-
 def _trainable_params(model):
     # Keras counts batch norm moving statistics as parameters; PyTorch keeps them as buffers.
     return sum(int(np.prod(w.shape)) for w in model.trainable_weights)

@@ -7,15 +7,6 @@ import pytest
 from cyclegan_tf import layers
 
 
-@pytest.fixture
-def mixed_bfloat16():
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-
-
 def _random(shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape).astype("float32")
 
