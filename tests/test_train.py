@@ -147,3 +147,29 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path):
     assert set(got) == set(expected)
     for name, value in expected.items():
         np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_then_exits_143(tmp_path):
+    run = tmp_path / "run"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cyclegan_tf.cli", "train", "--preset=tiny", "--n_epochs=50"]
+        + [f"--output_dir={run}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    lines = []
+    for line in proc.stdout:  # wait until training runs
+        lines.append(line)
+        if "First step finished" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    out = "".join(lines) + proc.communicate(timeout=120)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, out[-2000:]
+    assert "Interrupted at step" in out and "Re-run the same command to resume" in out
+    step = int(out.split("Interrupted at step ")[1].split(";")[0])
+    latest = tf.train.latest_checkpoint(str(run / "checkpoints"))
+    assert latest.endswith(f"ckpt-{step}")
