@@ -243,3 +243,24 @@ def _check_input_shape(input_shape, multiple: int, name: str) -> None:
                 f"{name} needs height and width that are multiples of {multiple}; pad the "
                 f"images (inference does). Received: input_shape={tuple(input_shape)}"
             )
+
+
+def build_from_config(model: config.ModelConfig, model_name: str | None = None) -> keras.Model:
+    """The generator a run's `ModelConfig` describes: what training and inference both build.
+
+    Args:
+      model: the model section of a run config.
+      model_name: the Keras model name (checkpoints key generators by the trainer's names).
+
+    Returns:
+      A functional Keras model [N, H, W, 3] -> [N, H, W, 3].
+    """
+    return build_generator(
+        model.generator,
+        ngf=model.ngf,
+        norm=model.norm,
+        init_type=model.init_type,
+        init_gain=model.init_gain,
+        dropout=model.dropout,
+        model_name=model_name,
+    )

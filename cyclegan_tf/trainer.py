@@ -89,13 +89,6 @@ class CycleGAN(tf.Module):
         keras.mixed_precision.set_global_policy(t.precision)
         try:
             with self.strategy.scope():
-                gen = dict(
-                    ngf=m.ngf,
-                    norm=m.norm,
-                    init_type=m.init_type,
-                    init_gain=m.init_gain,
-                    dropout=m.dropout,
-                )
                 dis = dict(
                     ndf=m.ndf,
                     n_layers=m.n_layers_d,
@@ -103,8 +96,8 @@ class CycleGAN(tf.Module):
                     init_type=m.init_type,
                     init_gain=m.init_gain,
                 )
-                self.g_ab = generators.build_generator(m.generator, model_name="g_ab", **gen)
-                self.g_ba = generators.build_generator(m.generator, model_name="g_ba", **gen)
+                self.g_ab = generators.build_from_config(m, "g_ab")
+                self.g_ba = generators.build_from_config(m, "g_ba")
                 self.d_a = discriminators.build_discriminator(
                     m.discriminator, model_name="d_a", **dis
                 )
