@@ -46,7 +46,14 @@ class Checkpointer:
         )
 
     def save(self, step: int) -> str:
-        """Writes checkpoint `ckpt-<step>` and returns its path prefix."""
+        """Writes checkpoint `ckpt-<step>` and returns its path prefix.
+
+        Saving again at the step of the latest checkpoint writes nothing (the state is the one
+        already saved), so the loop's cadences (steps, epochs, end, signal) may coincide freely.
+        """
+        latest = self.manager.latest_checkpoint
+        if latest is not None and os.path.basename(latest) == f"ckpt-{step}":
+            return latest
         return self.manager.save(checkpoint_number=step)
 
     @property

@@ -282,17 +282,16 @@ def train(
                 if step % t_cfg.save_steps == 0:
                     last_saved = ckpt.save(step)
                 if stop.signum is not None:
-                    if last_saved is None or not last_saved.endswith(f"-{step}"):
-                        last_saved = ckpt.save(step)
+                    last_saved = ckpt.save(step)
                     writer.flush()
                     raise Interrupted(stop.signum, step, last_saved)
             if step == (epoch + 1) * spe or step == total:
                 _epoch_end(model, samples, output_dir, epoch, step, verbose)
-                if (epoch + 1) % t_cfg.save_epoch == 0 and not str(last_saved).endswith(f"-{step}"):
+                if (epoch + 1) % t_cfg.save_epoch == 0:
                     last_saved = ckpt.save(step)
 
         # 4. The end: a final checkpoint, the score on the built-in dataset.
-        if steps_run and not str(last_saved).endswith(f"-{step}"):
+        if steps_run:
             last_saved = ckpt.save(step)
     writer.flush()
     steps_per_second = None
