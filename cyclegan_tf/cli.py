@@ -73,7 +73,14 @@ flags.DEFINE_integer("n_epochs_decay", None, "Epochs of linear decay to zero (10
 flags.DEFINE_integer("save_epoch", None, "Checkpoint every this many epochs (5).")
 flags.DEFINE_integer("save_steps", None, "Checkpoint every this many steps (1000).")
 flags.DEFINE_integer("log_steps", None, "TensorBoard scalars every this many steps (100).")
-flags.DEFINE_enum("precision", None, list(config_lib.PRECISIONS), "Numeric precision.")
+flags.DEFINE_enum(
+    "precision",
+    None,
+    list(config_lib.PRECISIONS),
+    "train: numeric precision (float32; quick preset mixed_bfloat16). export/translate: the "
+    "precision the generators run in (default: the run's training precision; mixed_bfloat16 is "
+    "~1.9x faster on CPUs with AVX512_BF16, float32 is portable).",
+)
 flags.DEFINE_bool("jit_compile", None, "XLA-compile the train step (slower on CPU).")
 flags.DEFINE_enum("strategy", None, list(config_lib.STRATEGIES), "Distribution strategy.")
 flags.DEFINE_bool("deterministic", None, "Deterministic ops (exact resume; a little slower).")
@@ -156,7 +163,8 @@ def _export_and_translate_test_split(result) -> int:
 
     paths = export.export_run(result.run_dir, FLAGS.export_dir)
     for direction, path in paths.items():
-        print(f"Exported {direction}: {path}", flush=True)
+        precision = inference.read_export_info(path)["precision"]
+        print(f"Exported {direction} ({precision}): {path}", flush=True)
     test_a = os.path.join(result.data_root, "testA") if result.data_root else None
     if not test_a or not os.path.isdir(test_a):
         return 0
@@ -166,14 +174,19 @@ def _export_and_translate_test_split(result) -> int:
 
 
 def _export() -> int:
-    from cyclegan_tf import export
+    from cyclegan_tf import export, inference
 
     _require("export", "run_dir", "export_dir")
     paths = export.export_run(
-        FLAGS.run_dir, FLAGS.export_dir, checkpoint=FLAGS.checkpoint, version=FLAGS.version
+        FLAGS.run_dir,
+        FLAGS.export_dir,
+        checkpoint=FLAGS.checkpoint,
+        version=FLAGS.version,
+        precision=FLAGS.precision,
     )
     for direction, path in paths.items():
-        print(f"Exported {direction}: {path}")
+        precision = inference.read_export_info(path)["precision"]
+        print(f"Exported {direction} ({precision}): {path}")
     return 0
 
 
@@ -187,6 +200,7 @@ def _translate() -> int:
         FLAGS.output,
         direction=FLAGS.direction,
         checkpoint=FLAGS.checkpoint,
+        precision=FLAGS.precision,
     )
     return 0 if not summary.failed else 1
 

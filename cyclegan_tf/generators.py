@@ -11,9 +11,10 @@ Images are NHWC in [-1, 1]; outputs are float32 tanh activations even under mixe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import keras
 
@@ -245,22 +246,55 @@ def _check_input_shape(input_shape, multiple: int, name: str) -> None:
             )
 
 
-def build_from_config(model: config.ModelConfig, model_name: str | None = None) -> keras.Model:
+def build_from_config(
+    model: config.ModelConfig, model_name: str | None = None, precision: str | None = None
+) -> keras.Model:
     """The generator a run's `ModelConfig` describes: what training and inference both build.
 
     Args:
       model: the model section of a run config.
       model_name: the Keras model name (checkpoints key generators by the trainer's names).
+      precision: one of `config.PRECISIONS` to build under (see `precision_policy`); None: the
+        current global Keras policy.
 
     Returns:
-      A functional Keras model [N, H, W, 3] -> [N, H, W, 3].
+      A functional Keras model [N, H, W, 3] -> [N, H, W, 3] (float32 output in any precision).
     """
-    return build_generator(
-        model.generator,
-        ngf=model.ngf,
-        norm=model.norm,
-        init_type=model.init_type,
-        init_gain=model.init_gain,
-        dropout=model.dropout,
-        model_name=model_name,
-    )
+    with precision_policy(precision):
+        return build_generator(
+            model.generator,
+            ngf=model.ngf,
+            norm=model.norm,
+            init_type=model.init_type,
+            init_gain=model.init_gain,
+            dropout=model.dropout,
+            model_name=model_name,
+        )
+
+
+@contextlib.contextmanager
+def precision_policy(precision: str | None) -> Iterator[None]:
+    """Sets Keras' global dtype policy to `precision` while layers are built inside, then restores
+    the previous one (layers keep the policy they were built with).
+
+    Args:
+      precision: one of `config.PRECISIONS` (float32 | mixed_bfloat16 | mixed_float16), or None
+        to leave the policy alone.
+
+    Raises:
+      ValueError: an unknown precision.
+    """
+    if precision is None:
+        yield
+        return
+    if precision not in config.PRECISIONS:
+        raise ValueError(
+            f"precision must be one of {', '.join(config.PRECISIONS)}. "
+            f"Received: precision={precision!r}"
+        )
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

@@ -243,21 +243,26 @@ class LoadedRun:
     Attributes:
       config: the run's Config.
       checkpoint: the checkpoint path prefix the weights came from.
-      generators: direction ("a2b"/"b2a") -> Keras generator with restored weights (float32).
+      generators: direction ("a2b"/"b2a") -> Keras generator with restored weights.
       multiple: the generators' size multiple.
+      precision: the Keras dtype policy the generators compute in (their outputs are float32).
     """
 
     config: config_lib.Config
     checkpoint: str
     generators: dict[str, keras.Model]
     multiple: int
+    precision: str
 
     def translator(self, direction: str) -> Translator:
         return Translator(self.generators[direction], self.multiple)
 
 
 def load_run(
-    run_dir: str, checkpoint: str | None = None, directions: tuple[str, ...] = DIRECTIONS
+    run_dir: str,
+    checkpoint: str | None = None,
+    directions: tuple[str, ...] = DIRECTIONS,
+    precision: str | None = None,
 ) -> LoadedRun:
     """Rebuilds the generators of a run from its config.json and restores a checkpoint.
 
@@ -265,8 +270,14 @@ def load_run(
       run_dir: a training run directory.
       checkpoint: None for the latest, else a step ("1200"), a name ("ckpt-1200") or a path prefix.
       directions: which generators to build ("a2b" -> g_ab, "b2a" -> g_ba).
+      precision: the dtype policy to compute in, one of `config.PRECISIONS`; None: the run's
+        training precision (`config.train.precision`). The checkpoint holds float32 weights
+        either way. `mixed_bfloat16` is 1.9x faster than float32 at 256 px on a CPU with
+        AVX512_BF16 (bench/RESULTS.md) and gives the forward pass training ran; float32 is the
+        portable choice (CPUs and GPUs without fast bfloat16) and the numerical reference.
 
     Raises:
+      ValueError: an unknown precision.
       checkpoints.CheckpointError: not a run directory, no such checkpoint, or weights that do not
         match config.json.
     """
@@ -274,23 +285,19 @@ def load_run(
         _check_direction(direction)
     path = checkpoints.resolve_checkpoint(run_dir, checkpoint)
     config = read_run_config(run_dir)
-    m = config.model
-    # Serving runs in float32 whatever the training precision: the checkpoint holds float32
-    # weights either way, and float32 reproduces the Keras reference exactly. (A bfloat16 build is
-    # 1.9x faster on this AVX512_BF16 CPU, bench/RESULTS.md, but is not offered yet.)
-    previous_policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
-        built = {
-            direction: generators.build_from_config(m, GENERATOR_NAMES[direction])
-            for direction in directions
-        }
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
+    precision = precision or config.train.precision
+    built = {
+        direction: generators.build_from_config(
+            config.model, GENERATOR_NAMES[direction], precision=precision
+        )
+        for direction in directions
+    }
     checkpoints.restore_generators(
         path, **{GENERATOR_NAMES[direction]: model for direction, model in built.items()}
     )
-    return LoadedRun(config, path, built, generators.size_multiple(m.generator))
+    return LoadedRun(
+        config, path, built, generators.size_multiple(config.model.generator), precision
+    )
 
 
 def _check_direction(direction: str) -> None:
@@ -325,6 +332,7 @@ def translate(
     direction: str = "a2b",
     checkpoint: str | None = None,
     verbose: bool = True,
+    precision: str | None = None,
 ) -> TranslateSummary:
     """Translates image files with a run directory or an exported SavedModel.
 
@@ -341,6 +349,9 @@ def translate(
       output_dir: output folder, created if needed.
       direction: a2b (g_ab) or b2a (g_ba).
       checkpoint: run directories only: a step or checkpoint name (default: the latest).
+      precision: run directories only: the dtype policy the generator computes in (see
+        `load_run`; default: the run's training precision). A SavedModel runs in the precision
+        it was exported with.
       verbose: print a progress bar (a line per few files when stdout is not a terminal) and a
         summary.
 
@@ -355,7 +366,7 @@ def translate(
     _check_direction(direction)
     files = find_images(inputs)
     targets = output_names(files, output_dir)
-    run = _load_translate_fn(model, direction, checkpoint)
+    run = _load_translate_fn(model, direction, checkpoint, precision)
 
     os.makedirs(output_dir, exist_ok=True)
     summary = TranslateSummary(direction, output_dir)
@@ -434,14 +445,16 @@ def output_names(files: list[str], output_dir: str) -> list[str]:
     return targets
 
 
-def _load_translate_fn(model: str, direction: str, checkpoint: str | None):
+def _load_translate_fn(model: str, direction: str, checkpoint: str | None, precision: str | None):
     """Returns a callable: [N] string images -> {"images_bytes": [N] PNG strings}."""
     saved_model = find_saved_model(model, direction)
     if saved_model is not None:
-        if checkpoint is not None:
-            raise ValueError(
-                f"--checkpoint applies to run directories; {model!r} is an exported SavedModel."
-            )
+        for name, value in (("checkpoint", checkpoint), ("precision", precision)):
+            if value is not None:
+                raise ValueError(
+                    f"--{name} applies to run directories; {model!r} is an exported SavedModel "
+                    "(export again with the --checkpoint/--precision you want)."
+                )
         return tf.saved_model.load(saved_model).signatures["serving_default"]
     if not os.path.isfile(os.path.join(model, checkpoints.CONFIG_FILE)):
         raise ValueError(
@@ -449,7 +462,8 @@ def _load_translate_fn(model: str, direction: str, checkpoint: str | None):
             f"exported SavedModel (a directory with saved_model.pb, or {MODEL_PREFIX}_{direction}/"
             "<version>/ below it)."
         )
-    translator = load_run(model, checkpoint, directions=(direction,)).translator(direction)
+    loaded = load_run(model, checkpoint, directions=(direction,), precision=precision)
+    translator = loaded.translator(direction)
     # The same function the export traces as serving_default, run from the checkpoint.
     return tf.function(
         translator.translate_encoded,

@@ -85,41 +85,32 @@ class CycleGAN(tf.Module):
         # the same seed start from the same weights (and lets a single-device and a mirrored run
         # be compared).
         keras.utils.set_random_seed(t.seed)
-        previous_policy = keras.mixed_precision.global_policy()
-        keras.mixed_precision.set_global_policy(t.precision)
-        try:
-            with self.strategy.scope():
-                dis = dict(
-                    ndf=m.ndf,
-                    n_layers=m.n_layers_d,
-                    norm=m.norm,
-                    init_type=m.init_type,
-                    init_gain=m.init_gain,
-                )
-                self.g_ab = generators.build_from_config(m, "g_ab")
-                self.g_ba = generators.build_from_config(m, "g_ba")
-                self.d_a = discriminators.build_discriminator(
-                    m.discriminator, model_name="d_a", **dis
-                )
-                self.d_b = discriminators.build_discriminator(
-                    m.discriminator, model_name="d_b", **dis
-                )
+        with generators.precision_policy(t.precision), self.strategy.scope():
+            dis = dict(
+                ndf=m.ndf,
+                n_layers=m.n_layers_d,
+                norm=m.norm,
+                init_type=m.init_type,
+                init_gain=m.init_gain,
+            )
+            self.g_ab = generators.build_from_config(m, "g_ab")
+            self.g_ba = generators.build_from_config(m, "g_ba")
+            self.d_a = discriminators.build_discriminator(m.discriminator, model_name="d_a", **dis)
+            self.d_b = discriminators.build_discriminator(m.discriminator, model_name="d_b", **dis)
 
-                self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-                self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-                self.seed = tf.Variable(t.seed, dtype=tf.int64, trainable=False, name="seed")
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+            self.seed = tf.Variable(t.seed, dtype=tf.int64, trainable=False, name="seed")
 
-                self.learning_rate = schedules.EpochLinearDecay(
-                    o.lr, self.steps_per_epoch, o.n_epochs, o.n_epochs_decay, o.lr_policy
-                )
-                self.g_optimizer = self._make_optimizer("g_optimizer")
-                self.d_optimizer = self._make_optimizer("d_optimizer")
-                # Building the optimizers here (not lazily inside the first step) keeps slot
-                # creation out of the traced function: tracing is several times faster.
-                self.g_optimizer.build(self.generator_variables)
-                self.d_optimizer.build(self.discriminator_variables)
-        finally:
-            keras.mixed_precision.set_global_policy(previous_policy)
+            self.learning_rate = schedules.EpochLinearDecay(
+                o.lr, self.steps_per_epoch, o.n_epochs, o.n_epochs_decay, o.lr_policy
+            )
+            self.g_optimizer = self._make_optimizer("g_optimizer")
+            self.d_optimizer = self._make_optimizer("d_optimizer")
+            # Building the optimizers here (not lazily inside the first step) keeps slot
+            # creation out of the traced function: tracing is several times faster.
+            self.g_optimizer.build(self.generator_variables)
+            self.d_optimizer.build(self.discriminator_variables)
 
         # The pools are queried once per step over the global batch in cross-replica context
         # (see `_pool_query`), so they are ordinary variables, not mirrored ones: a

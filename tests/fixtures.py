@@ -9,9 +9,12 @@ import PIL.Image
 from cyclegan_tf import checkpoints, config, trainer
 
 
-def make_run(run_dir, step=3):
-    """A run directory as training leaves it: config.json + a checkpoint of a tiny model."""
-    cfg = config.preset("tiny")
+def make_run(run_dir, step=3, **overrides):
+    """A run directory as training leaves it: config.json + a checkpoint of a tiny model.
+
+    `overrides` are Config fields on top of the tiny preset (e.g. precision="mixed_bfloat16").
+    """
+    cfg = config.preset("tiny", **overrides)
     model = trainer.CycleGAN(cfg, steps_per_epoch=4)
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, checkpoints.CONFIG_FILE), "w") as f:

@@ -126,6 +126,7 @@ def test_layout_assets_and_metadata(exported):
         assert info["generator"] == {"a2b": "g_ab", "b2a": "g_ba"}[direction]
         assert (info["checkpoint"], info["step"], info["version"]) == ("ckpt-3", 0, 1)
         assert info["size_multiple"] == 4
+        assert info["precision"] == "float32"  # the run's training precision
 
 
 @pytest.mark.slow
@@ -223,6 +224,35 @@ def test_fresh_process_loads_match_keras(exported, tmp_path):
     assert "signature_def['serving_default']" in shown
     assert "signature_def['translate_images']" in shown
     assert "DT_STRING" in shown and "DT_UINT8" in shown
+
+
+def test_precision_defaults_to_the_runs_and_bfloat16_serves_close_to_float32(tmp_path):
+    run_dir, export_dir = str(tmp_path / "run"), str(tmp_path / "models")
+    model = fixtures.make_run(run_dir, precision="mixed_bfloat16")
+    bf16 = export.export_run(run_dir, export_dir)["a2b"]  # the run's precision
+    fp32 = export.export_run(run_dir, export_dir, precision="float32")["a2b"]
+    assert inference.read_export_info(bf16)["precision"] == "mixed_bfloat16"
+    assert inference.read_export_info(fp32)["precision"] == "float32"
+    with pytest.raises(ValueError, match="precision must be one of float32, mixed_bfloat16"):
+        export.export_run(run_dir, export_dir, precision="bfloat16")
+    assert sorted(os.listdir(os.path.join(export_dir, "cyclegan_a2b"))) == ["1", "2"]
+
+    image = fixtures.random_image(37, 53, seed=7)[None]
+    served = {}
+    for name, path in (("bf16", bf16), ("fp32", fp32)):
+        signature = tf.saved_model.load(path).signatures[export.TENSOR_SIGNATURE]
+        out = signature(images=tf.constant(image))
+        assert out["images"].dtype == tf.uint8 and out["images_float"].dtype == tf.float32
+        served[name] = out["images_float"].numpy()
+    float32_generator = inference.load_run(run_dir, precision="float32").generators["a2b"]
+    assert float32_generator.compute_dtype == "float32"
+    assert model.g_ab.compute_dtype == "bfloat16"
+    # float32 serving reproduces the float32 Keras model exactly, bfloat16 serving the model as
+    # training ran it (bfloat16 layers); the two differ by bfloat16 rounding only.
+    np.testing.assert_array_equal(served["fp32"], _keras_reference(float32_generator, image))
+    np.testing.assert_allclose(served["bf16"], _keras_reference(model.g_ab, image), atol=1e-6)
+    difference = np.abs(served["bf16"] - served["fp32"])
+    assert 0 < difference.max() < 0.05 and difference.mean() < 0.01
 
 
 def test_versions_increase_and_existing_versions_are_refused(exported):

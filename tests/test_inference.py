@@ -251,6 +251,23 @@ def test_translate_reports_unusable_arguments_in_one_line(run, exported, tmp_pat
         inference.translate(run["run_dir"], inputs, out, direction="ab")
     with pytest.raises(checkpoints.CheckpointError, match="not found"):
         inference.translate(run["run_dir"], inputs, out, checkpoint="7")
+    with pytest.raises(ValueError, match="--precision applies to run directories"):
+        inference.translate(export_dir, inputs, out, precision="float32")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        inference.translate(run["run_dir"], inputs, out, precision="fp16")
+
+
+def test_translate_a_run_directory_in_bfloat16(run, tmp_path):
+    out = str(tmp_path / "bf16")
+    source = os.path.join(run["inputs"], "a.png")
+    summary = inference.translate(
+        run["run_dir"], source, out, precision="mixed_bfloat16", verbose=False
+    )
+    with open(summary.written[0], "rb") as f:
+        got = tf.io.decode_png(f.read()).numpy().astype(int)
+    want = _expected_png_pixels(run["model"].g_ab, run["files"]["a.png"]).astype(int)
+    # bfloat16 rounding moves a few pixels by a level or two; the float32 run model is exact.
+    assert got.shape == want.shape and 0 < np.abs(got - want).max() <= 3
 
 
 @pytest.mark.slow
@@ -264,7 +281,12 @@ def test_cli_export_and_translate_exit_codes(run, tmp_path):
         )
 
     procs = {
-        "export": start("export", f"--run_dir={run['run_dir']}", f"--export_dir={tmp_path}/m"),
+        "export": start(
+            "export",
+            f"--run_dir={run['run_dir']}",
+            f"--export_dir={tmp_path}/m",
+            "--precision=mixed_bfloat16",
+        ),
         "translate": start(
             "translate",
             f"--model={run['run_dir']}",
@@ -285,7 +307,7 @@ def test_cli_export_and_translate_exit_codes(run, tmp_path):
 
     code, stdout, stderr = results["export"]
     assert code == 0, stderr
-    assert f"Exported a2b: {tmp_path}/m/cyclegan_a2b/1" in stdout
+    assert f"Exported a2b (mixed_bfloat16): {tmp_path}/m/cyclegan_a2b/1" in stdout
 
     code, stdout, stderr = results["translate"]
     assert code == 1, stderr  # photo.jpg translated, bad.jpg skipped
