@@ -162,17 +162,22 @@ def profiler_flops(concrete_function) -> dict[str, float]:
 # The training step
 
 
-def _model(args):
-    from cyclegan_tf import config, trainer
+def _config(args):
+    from cyclegan_tf import config
 
-    cfg = config.preset(
+    return config.preset(
         "paper",
         crop_size=args.size,
         load_size=args.size + args.size // 8,
         precision=args.precision,
         jit_compile=bool(args.xla),
     )
-    return trainer.CycleGAN(cfg, steps_per_epoch=1000)
+
+
+def _model(args):
+    from cyclegan_tf import trainer
+
+    return trainer.CycleGAN(_config(args), steps_per_epoch=1000)
 
 
 def _inputs(size: int):
@@ -189,8 +194,10 @@ def cmd_step(args) -> None:
     import keras  # noqa: F401
     import tensorflow as tf
 
-    import cyclegan_tf  # noqa: F401
+    from cyclegan_tf import train
 
+    # As `cyclegan-tf train` runs (Grappler off); --grappler then overrides for the variants.
+    train.configure_tensorflow(_config(args).train)
     _configure_tf(args)
     t_import = time.time()
     model = _model(args)
@@ -383,17 +390,17 @@ def cmd_savedmodel(args) -> None:
 
     _configure_tf(args)
     keras.utils.set_random_seed(0)
-    keras.mixed_precision.set_global_policy(args.precision)
-    generator = generators.build_generator("resnet_9blocks")
-    keras.mixed_precision.set_global_policy("float32")
+    # What `cyclegan-tf export --precision=P` builds (inference.load_run), minus the restore.
+    cfg = config.preset("paper", precision=args.precision)
+    generator = generators.build_from_config(cfg.model, "g_ab", precision=args.precision)
     path = os.path.join(tempfile.mkdtemp(prefix="bench_savedmodel_"), "1")
     t = time.perf_counter()
     export.export_generator(
         generator,
         path,
         multiple=generators.size_multiple("resnet_9blocks"),
-        config_json=config.preset("paper").to_json(),
-        info={"direction": "a2b", "bench": True},
+        config_json=cfg.to_json(),
+        info={"direction": "a2b", "precision": args.precision, "bench": True},
     )
     export_s = time.perf_counter() - t
     del generator

@@ -158,6 +158,20 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def configure_tensorflow(train_config: config_lib.TrainConfig) -> None:
+    """The process-wide TensorFlow settings a training process runs with (`train` calls it).
+
+    - Grappler's meta optimizer off: its graph rewrites cost ~3 s before the first step and gain
+      nothing per step on this CPU (bench/RESULTS.md: "Grappler on" rows).
+    - Op determinism when `train_config.deterministic` (exact resume across processes).
+
+    Process-wide, so it is called where a process decides to train, not at import.
+    """
+    if train_config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+
+
 def train(
     config: config_lib.Config,
     output_dir: str,
@@ -189,12 +203,7 @@ def train(
             f"preprocess={config.data.preprocess} yields images of varying size, which the image "
             "pool cannot store; use --pool_size=0 or a cropping preprocess."
         )
-    if t_cfg.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    # Grappler's graph rewrites cost ~3 s before the first step and gained nothing per step here
-    # (bench/RESULTS.md, 128 px: bf16 1.76 vs 1.74 s/iter, first step 10.1 vs 13.0 s). This is
-    # process-wide, so it is set here, where a process decides to train, not in the library.
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    configure_tensorflow(t_cfg)
 
     # 1. Data first: a missing dataset should fail before anything is written.
     unpaired = data.load(config.data, seed=t_cfg.seed)
