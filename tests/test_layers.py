@@ -100,12 +100,34 @@ def test_unknown_norm_raises():
         layers.normalization("layer")
 
 
-@pytest.mark.parametrize("norm", ["instance", "batch"])
-def test_norm_computes_in_float32_under_mixed_precision(mixed_bfloat16, norm):
-    layer = layers.normalization(norm)
+def test_batch_norm_computes_in_float32_under_mixed_precision(mixed_bfloat16):
+    layer = layers.normalization("batch")
     assert layer.compute_dtype == "float32"
     y = layer(keras.ops.cast(_random((1, 4, 4, 3)), "bfloat16"), training=True)
     assert keras.backend.standardize_dtype(y.dtype) == "float32"
+
+
+@pytest.mark.parametrize("shape", [(1, 12, 10, 16), (3, 8, 6, 5)])
+def test_bfloat16_instance_norm_is_the_float32_one_rounded(mixed_bfloat16, shape):
+    """Under mixed_bfloat16 the layer takes and returns bfloat16 (the fused kernel keeps its
+    statistics in float32): output and input gradient equal the float32 layer's, rounded."""
+    import tensorflow as tf
+
+    mixed = layers.normalization("instance")
+    reference = layers.InstanceNormalization(dtype="float32")
+    assert mixed.compute_dtype == "bfloat16" and reference.compute_dtype == "float32"
+    x = tf.cast(_random(shape) * 3 + 1, tf.bfloat16)
+    upstream = tf.cast(_random(shape, seed=1), tf.bfloat16)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y = mixed(x)
+        y_reference = tf.cast(reference(x), tf.bfloat16)
+    assert y.dtype == tf.bfloat16
+    np.testing.assert_array_equal(y.numpy(), y_reference.numpy())
+    grad = tape.gradient(y, x, output_gradients=upstream)
+    grad_reference = tape.gradient(y_reference, x, output_gradients=upstream)
+    assert grad.dtype == tf.bfloat16
+    np.testing.assert_array_equal(grad.numpy(), grad_reference.numpy())
 
 
 def test_use_bias_only_without_batch_norm():
