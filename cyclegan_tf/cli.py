@@ -162,9 +162,7 @@ def _export_and_translate_test_split(result) -> int:
     from cyclegan_tf import export, inference
 
     paths = export.export_run(result.run_dir, FLAGS.export_dir)
-    for direction, path in paths.items():
-        precision = inference.read_export_info(path)["precision"]
-        print(f"Exported {direction} ({precision}): {path}", flush=True)
+    _print_exported(paths)
     test_a = os.path.join(result.data_root, "testA") if result.data_root else None
     if not test_a or not os.path.isdir(test_a):
         return 0
@@ -174,7 +172,7 @@ def _export_and_translate_test_split(result) -> int:
 
 
 def _export() -> int:
-    from cyclegan_tf import export, inference
+    from cyclegan_tf import export
 
     _require("export", "run_dir", "export_dir")
     paths = export.export_run(
@@ -184,10 +182,17 @@ def _export() -> int:
         version=FLAGS.version,
         precision=FLAGS.precision,
     )
+    _print_exported(paths)
+    return 0
+
+
+def _print_exported(paths: dict[str, str]) -> None:
+    """One line per exported direction, with the precision export.json records."""
+    from cyclegan_tf import inference
+
     for direction, path in paths.items():
         precision = inference.read_export_info(path)["precision"]
-        print(f"Exported {direction} ({precision}): {path}")
-    return 0
+        print(f"Exported {direction} ({precision}): {path}", flush=True)
 
 
 def _translate() -> int:

@@ -17,10 +17,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def mixed_bfloat16():
     """Builds layers under the mixed_bfloat16 policy; the global policy is float32 again after."""
-    import keras
+    from cyclegan_tf import generators
 
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
+    with generators.precision_policy("mixed_bfloat16"):
         yield
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
