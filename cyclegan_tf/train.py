@@ -161,8 +161,8 @@ def _in_main_thread() -> bool:
 def configure_tensorflow(train_config: config_lib.TrainConfig) -> None:
     """The process-wide TensorFlow settings a training process runs with (`train` calls it).
 
-    - Grappler's meta optimizer off: its graph rewrites cost ~3 s before the first step and gain
-      nothing per step on this CPU (bench/RESULTS.md: "Grappler on" rows).
+    - Grappler's meta optimizer off: its graph rewrites cost 1.5-2 s before the first step and
+      gain nothing per step on this CPU (bench/RESULTS.md: "Grappler on" rows).
     - Op determinism when `train_config.deterministic` (exact resume across processes).
 
     Process-wide, so it is called where a process decides to train, not at import.

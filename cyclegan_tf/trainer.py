@@ -63,11 +63,12 @@ class Adam(keras.optimizers.Adam):
     """`keras.optimizers.Adam` computing the step's scalars once per `apply`, not per variable.
 
     Keras' `Adam.update_step` recomputes the bias correction (`lr * sqrt(1 - beta_2^t) /
-    (1 - beta_1^t)`) and converts its constants for every variable: ~15 of the ~38 graph nodes
-    each of the 116 variables of a paper step adds. Sharing them halves the step graph's outer
-    nodes (4,992 -> 2,826) and takes ~0.5 s off tracing and ~0.7 s off the time to the first
-    step (bench/RESULTS.md). The arithmetic is Keras' own, in the same order, so the updates are
-    bit-identical (tests/test_trainer.py); slots, checkpoints and configs are Keras Adam's.
+    (1 - beta_1^t)`) and converts its constants for every variable. Sharing them saves ~19 graph
+    nodes per variable: the paper step's outer graph (116 variables) goes from 4,992 to 2,826
+    nodes, tracing from ~2.75 to ~2.1 s and the time to the first step from 9.5-10.0 to 8.6 s at
+    128 px in bf16 (bench/RESULTS.md). The arithmetic is Keras' own, in the same order, so the
+    updates are bit-identical (tests/test_trainer.py); slots, checkpoints and configs are Keras
+    Adam's.
     """
 
     def __init__(self, *args, **kwargs):
