@@ -128,15 +128,24 @@ MIRRORED_CHECK = textwrap.dedent(
                 out.add(id(producer.bias))
         return out
 
-    def weight_diffs(one, two):
-        diffs = []
+    def compare(one, two):
+        # Adam first moments (0.5 * gradient after step 1), weights and pool, compared.
+        grad_rel, weights = [], []
         for name in ("g_ab", "g_ba", "d_a", "d_b"):
             net_one, net_two = getattr(one, name), getattr(two, name)
+            opt_one = one.g_optimizer if name.startswith("g") else one.d_optimizer
+            opt_two = two.g_optimizer if name.startswith("g") else two.d_optimizer
             skip = norm_fed_biases(net_one)
-            for v1, v2 in zip(net_one.weights, net_two.weights):
-                if id(v1) not in skip:
-                    diffs.append(np.abs(v1.numpy() - v2.numpy()).ravel())
-        return np.concatenate(diffs)
+            for v1, v2 in zip(net_one.trainable_weights, net_two.trainable_weights):
+                if id(v1) in skip:
+                    continue
+                m1 = opt_one._momentums[opt_one._get_variable_index(v1)].numpy()
+                m2 = opt_two._momentums[opt_two._get_variable_index(v2)].numpy()
+                grad_rel.append(np.linalg.norm(m1 - m2) / max(np.linalg.norm(m1), 1e-30))
+                weights.append(np.abs(v1.numpy() - v2.numpy()).ravel())
+        weights = np.concatenate(weights)
+        pool = float(np.abs(one.pool_a.images.numpy() - two.pool_a.images.numpy()).max())
+        return max(grad_rel), weights, pool
 
     one, batches_one = build(tf.distribute.get_strategy())
     two, batches_two = build(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
@@ -144,13 +153,15 @@ MIRRORED_CHECK = textwrap.dedent(
     for step in (1, 2):
         loss_one = one.train_step(*next(batches_one))
         loss_two = two.train_step(*next(batches_two))
-        loss_diff = max(abs(float(loss_one[k]) - float(loss_two[k])) for k in loss_one)
-        d = weight_diffs(one, two)
-        print("STEP", step, loss_diff, d.max(), float(np.mean(d <= 1e-5)), d.size)
+        loss_rel = max(
+            abs(float(loss_one[k]) - float(loss_two[k])) / max(abs(float(loss_one[k])), 1e-3)
+            for k in loss_one
+        )
+        grad_rel, d, pool = compare(one, two)
+        print("STEP", step, loss_rel, grad_rel, d.max(), float(np.mean(d <= 1e-5)), d.size, pool)
     x = tf.random.stateless_uniform([1, 32, 32, 3], seed=[9, 0], minval=-1, maxval=1)
     out_diff = float(np.abs(one.translate(x).numpy() - two.translate(x).numpy()).max())
-    pool_diff = float(np.abs(one.pool_a.images.numpy() - two.pool_a.images.numpy()).max())
-    print("OUTPUT", out_diff, pool_diff)
+    print("OUTPUT", out_diff)
     """
 )
 
@@ -162,18 +173,25 @@ def test_mirrored_on_two_logical_cpus_equals_one_device():
         [sys.executable, "-c", MIRRORED_CHECK], capture_output=True, text=True, env=env, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [x.split()[1:] for x in proc.stdout.splitlines() if x.startswith("STEP")]
-    (_, loss1, worst1, _, size), (_, loss2, worst2, within2, _) = rows
-    assert int(size) > 50_000
-    # After the first step every weight agrees within 1e-5, and every loss of both steps too.
-    assert float(loss1) <= 1e-5 and float(loss2) <= 1e-5
-    assert float(worst1) <= 1e-5, f"step 1: max weight difference {worst1}"
-    # Adam divides by sqrt(v): for near-zero gradients, the last-bit differences of a different
-    # reduction order (one batch-2 conv vs two batch-1 convs + all-reduce) become O(lr) steps.
-    # After step 2 nearly all weights still agree within 1e-5 and none moves by more than 2 * lr.
-    assert float(within2) >= 0.99, f"step 2: only {within2} of weights within 1e-5"
-    assert float(worst2) <= 2 * 2e-4
-    out_diff, pool_diff = [
-        x.split()[1:] for x in proc.stdout.splitlines() if x.startswith("OUTPUT")
-    ][0]
-    assert float(pool_diff) <= 1e-5
+    rows = [[float(v) for v in x.split()[1:]] for x in proc.stdout.splitlines() if x[:4] == "STEP"]
+    (_, loss1, grad1, worst1, within1, size, pool1) = rows[0]
+    (_, loss2, _, worst2, within2, _, pool2) = rows[1]
+    (out_diff,) = [float(x.split()[1]) for x in proc.stdout.splitlines() if x[:6] == "OUTPUT"]
+    lr = 2e-4
+    assert size > 50_000
+    # The gradients are what the strategy computes: after step 1, Adam's first moment is exactly
+    # 0.5 * gradient, and it agrees within reduction-order rounding (~3e-6 relative on both CPU
+    # kinds). A real error (an unscaled replica sum, a wrong slice) moves it by O(1): not dividing
+    # by the replica count gives 1.0 here while every weight still agrees within 6e-5, because
+    # Adam's update is invariant to the gradient's scale. Weights alone cannot tell.
+    assert grad1 <= 1e-4, f"step 1: gradients differ by {grad1} (relative)"
+    assert loss1 <= 1e-5 and loss2 <= 1e-4, (loss1, loss2)
+    assert pool1 <= 1e-5, f"step 1: pools differ by {pool1}"
+    # Weights: Adam's first update is lr * g / (|g| + eps'), so a gradient whose true value is
+    # ~0 (rounding noise in either run) moves its weight by up to +-lr in a direction the noise
+    # picks. That bounds every difference by 2 * lr per step, and such weights are rare (1 of
+    # 337,784 after step 1 on the AVX2-only kind: 3.05e-5; the AVX-512 kind stayed within 1e-5).
+    assert within1 >= 0.9999 and worst1 <= 2 * lr, f"step 1: {within1} within 1e-5, max {worst1}"
+    assert within2 >= 0.99 and worst2 <= 4 * lr, f"step 2: {within2} within 1e-5, max {worst2}"
+    # Images made by those weights: the pool after step 2 and a translation stay close.
+    assert pool2 <= 1e-3 and out_diff <= 1e-2, (pool2, out_diff)
