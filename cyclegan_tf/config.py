@@ -11,6 +11,8 @@ import dataclasses
 import json
 from typing import Any
 
+from cyclegan_tf import precision as precision_lib
+
 GENERATORS = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128")
 DISCRIMINATORS = ("basic", "n_layers", "pixel")
 NORMS = ("instance", "batch", "none")
@@ -18,7 +20,7 @@ INITS = ("normal", "xavier", "kaiming", "orthogonal")
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 GAN_MODES = ("lsgan", "vanilla", "wgangp")
 LR_POLICIES = ("linear", "constant")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = precision_lib.PRECISIONS
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
 
 
@@ -175,7 +177,7 @@ class TrainConfig:
     save_steps: int = 1000
     keep_checkpoints: int = 3
     log_steps: int = 100
-    precision: str = "float32"
+    precision: str = "auto"
     jit_compile: bool = False
     strategy: str = "default"
     deterministic: bool = False
@@ -300,7 +302,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "save_epoch": 1,
         "save_steps": 200,
         "log_steps": 20,
-        "precision": "mixed_bfloat16",
     },
     "tiny": {
         "generator": "resnet_6blocks",

@@ -11,14 +11,14 @@ Images are NHWC in [-1, 1]; outputs are float32 tanh activations even under mixe
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import keras
 
 from cyclegan_tf import config, layers
+from cyclegan_tf import precision as precision_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,13 +254,13 @@ def build_from_config(
     Args:
       model: the model section of a run config.
       model_name: the Keras model name (checkpoints key generators by the trainer's names).
-      precision: one of `config.PRECISIONS` to build under (see `precision_policy`); None: the
-        current global Keras policy.
+      precision: one of `precision.POLICIES` to build under (see `precision.policy`); None:
+        the current global Keras policy.
 
     Returns:
       A functional Keras model [N, H, W, 3] -> [N, H, W, 3] (float32 output in any precision).
     """
-    with precision_policy(precision):
+    with precision_lib.policy(precision):
         return build_generator(
             model.generator,
             ngf=model.ngf,
@@ -270,31 +270,3 @@ def build_from_config(
             dropout=model.dropout,
             model_name=model_name,
         )
-
-
-@contextlib.contextmanager
-def precision_policy(precision: str | None) -> Iterator[None]:
-    """Sets Keras' global dtype policy to `precision` while layers are built inside, then restores
-    the previous one (layers keep the policy they were built with).
-
-    Args:
-      precision: one of `config.PRECISIONS` (float32 | mixed_bfloat16 | mixed_float16), or None
-        to leave the policy alone.
-
-    Raises:
-      ValueError: an unknown precision.
-    """
-    if precision is None:
-        yield
-        return
-    if precision not in config.PRECISIONS:
-        raise ValueError(
-            f"precision must be one of {', '.join(config.PRECISIONS)}. "
-            f"Received: precision={precision!r}"
-        )
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(precision)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)

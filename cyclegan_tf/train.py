@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from cyclegan_tf import checkpoints, data, synthetic, trainer, visualize
 from cyclegan_tf import config as config_lib
+from cyclegan_tf import precision as precision_lib
 
 # Fields that may change between the original run and a resume: they steer the loop, not the
 # model or the data stream. Anything else must match config.json.
@@ -108,6 +109,30 @@ def prepare_run_dir(
     with open(tmp, "w") as f:
         f.write(config.to_json())
     os.replace(tmp, config_path)
+
+
+def resolve_precision(
+    config: config_lib.Config, output_dir: str, resume: bool
+) -> tuple[config_lib.Config, str]:
+    """The config with a concrete precision, and a phrase saying where it came from.
+
+    `auto` becomes the precision recorded in the run directory when resuming one (a run keeps
+    the precision it started with, whatever machine resumes it), else the fastest precision the
+    devices compute natively (`precision.resolve`). An explicit precision is kept as given.
+    """
+    requested = config.train.precision
+    if requested != precision_lib.AUTO:
+        return config, f"{requested} (asked for)"
+    config_path = os.path.join(output_dir, checkpoints.CONFIG_FILE)
+    if resume and os.path.isfile(config_path):
+        with open(config_path) as f:
+            saved = config_lib.Config.from_json(f.read()).train.precision
+        if saved != precision_lib.AUTO:
+            return config.replace(precision=saved), f"{saved} (auto: recorded in the run)"
+    resolution = precision_lib.resolve(requested)
+    return config.replace(precision=resolution.precision), (
+        f"{resolution.precision} ({resolution.reason})"
+    )
 
 
 def config_diff(saved: config_lib.Config, new: config_lib.Config) -> list[str]:
@@ -207,8 +232,10 @@ def train(
 
     # 1. Data first: a missing dataset should fail before anything is written.
     unpaired = data.load(config.data, seed=t_cfg.seed)
-    prepare_run_dir(config, output_dir, resume, overwrite)
     strategy = trainer.make_strategy(t_cfg.strategy)
+    config, resolution = resolve_precision(config, output_dir, resume)
+    t_cfg = config.train
+    prepare_run_dir(config, output_dir, resume, overwrite)
     if config.data.batch_size % strategy.num_replicas_in_sync:
         raise ValueError(
             f"batch_size must be divisible by the {strategy.num_replicas_in_sync} replicas. "
@@ -230,8 +257,9 @@ def train(
         verbose,
         f"{'Resuming from ' + restored if restored else 'Starting'} at step {start}/{total} "
         f"({spe} steps per epoch; |A|={unpaired.num_a}, |B|={unpaired.num_b}; "
-        f"{strategy.num_replicas_in_sync} replica(s); {t_cfg.precision}) in {output_dir}",
+        f"{strategy.num_replicas_in_sync} replica(s)) in {output_dir}",
     )
+    _say(verbose, f"Devices: {precision_lib.devices().describe()}; precision {resolution}.")
 
     writer = tf.summary.create_file_writer(os.path.join(output_dir, "logs"))
     samples = _grid_samples(unpaired, NUM_GRID_SAMPLES)

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from cyclegan_tf import config as config_lib
 from cyclegan_tf import discriminators, generators, image_pool, losses, schedules
+from cyclegan_tf import precision as precision_lib
 
 # Salts that separate the stateless random streams drawn from (seed, step).
 _POOL_A, _POOL_B, _GP_A, _GP_B = 1, 2, 3, 4
@@ -137,7 +138,10 @@ class CycleGAN(tf.Module):
         # the same seed start from the same weights (and lets a single-device and a mirrored run
         # be compared).
         keras.utils.set_random_seed(t.seed)
-        with generators.precision_policy(t.precision), self.strategy.scope():
+        # `auto` is resolved here for direct users; `train()` resolves it earlier (and keeps the
+        # run directory's record), so the config it passes is already concrete.
+        self.precision = precision_lib.resolve(t.precision).precision
+        with precision_lib.policy(self.precision), self.strategy.scope():
             dis = dict(
                 ndf=m.ndf,
                 n_layers=m.n_layers_d,
@@ -195,10 +199,7 @@ class CycleGAN(tf.Module):
         optimizer = Adam(
             learning_rate=self.learning_rate, beta_1=o.beta1, beta_2=o.beta2, name=name
         )
-        if self.config.train.precision == "mixed_float16":
-            # float16 gradients underflow without loss scaling; bfloat16 has float32's range.
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name=f"{name}_scaled")
-        return optimizer
+        return precision_lib.with_loss_scaling(optimizer, self.precision)
 
     @property
     def generator_variables(self) -> list[tf.Variable]:

@@ -17,7 +17,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def mixed_bfloat16():
     """Builds layers under the mixed_bfloat16 policy; the global policy is float32 again after."""
-    from cyclegan_tf import generators
+    from cyclegan_tf import precision
 
-    with generators.precision_policy("mixed_bfloat16"):
+    with precision.policy("mixed_bfloat16"):
         yield
