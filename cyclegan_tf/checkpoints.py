@@ -18,11 +18,13 @@ import os
 import tensorflow as tf
 from absl import logging
 
+from cyclegan_tf import errors
+
 CHECKPOINT_SUBDIR = "checkpoints"
 CONFIG_FILE = "config.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(errors.UserError):
     """A checkpoint or run directory is unusable; the message says which and what to do."""
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import json
 from typing import Any
 
+from cyclegan_tf import errors
 from cyclegan_tf import precision as precision_lib
 
 GENERATORS = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128")
@@ -26,7 +27,7 @@ STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
 
 def _check(ok: bool, message: str) -> None:
     if not ok:
-        raise ValueError(message)
+        raise errors.ConfigError(message)
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

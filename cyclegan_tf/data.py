@@ -66,7 +66,7 @@ import tensorflow as tf
 from absl import logging
 
 from cyclegan_tf import config as config_lib
-from cyclegan_tf import synthetic
+from cyclegan_tf import errors, synthetic
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 TFDS_PREFIX = "tfds:"
@@ -80,7 +80,7 @@ _PROBE_TIMEOUT_S = 5.0
 _TRY_INSTEAD = "Use a local folder (--dataset=/path/with/trainA_trainB) or --dataset=builtin."
 
 
-class DataError(ValueError):
+class DataError(errors.UserError):
     """A user-facing data problem; the message is one line saying what to do."""
 
 

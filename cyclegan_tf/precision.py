@@ -28,6 +28,8 @@ import platform
 import subprocess
 from collections.abc import Iterator
 
+from cyclegan_tf import errors
+
 AUTO = "auto"
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 PRECISIONS = (AUTO, *POLICIES)
@@ -40,10 +42,10 @@ MIN_BF16_GPU_CAPABILITY = (8, 0)
 
 
 def check(precision: str, allow_auto: bool = True) -> str:
-    """Returns `precision` if it is a known name, else raises ValueError naming the choices."""
+    """Returns `precision` if it is a known name, else raises ConfigError naming the choices."""
     choices = PRECISIONS if allow_auto else POLICIES
     if precision not in choices:
-        raise ValueError(
+        raise errors.ConfigError(
             f"precision must be one of {', '.join(choices)}. Received: precision={precision!r}"
         )
     return precision

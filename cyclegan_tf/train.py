@@ -29,7 +29,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from cyclegan_tf import checkpoints, data, synthetic, trainer, visualize
+from cyclegan_tf import checkpoints, data, errors, synthetic, trainer, visualize
 from cyclegan_tf import config as config_lib
 from cyclegan_tf import precision as precision_lib
 
@@ -48,7 +48,7 @@ RESUMABLE_CHANGES = {
 NUM_GRID_SAMPLES = 2
 
 
-class RunDirError(ValueError):
+class RunDirError(errors.UserError):
     """The output directory cannot be used as asked (exists, incompatible config)."""
 
 

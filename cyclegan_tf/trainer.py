@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from cyclegan_tf import config as config_lib
-from cyclegan_tf import discriminators, generators, image_pool, losses, schedules
+from cyclegan_tf import discriminators, generators, image_pool, losses, optimizers, schedules
 from cyclegan_tf import precision as precision_lib
 
 # Salts that separate the stateless random streams drawn from (seed, step).
@@ -58,58 +58,6 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise ValueError(
         f"strategy must be one of {', '.join(config_lib.STRATEGIES)}. Received: strategy={name!r}"
     )
-
-
-class Adam(keras.optimizers.Adam):
-    """`keras.optimizers.Adam` computing the step's scalars once per `apply`, not per variable.
-
-    Keras' `Adam.update_step` recomputes the bias correction (`lr * sqrt(1 - beta_2^t) /
-    (1 - beta_1^t)`) and converts its constants for every variable. Sharing them saves ~19 graph
-    nodes per variable: the paper step's outer graph (116 variables) goes from 4,992 to 2,826
-    nodes, tracing from ~2.75 to ~2.1 s and the time to the first step from 9.5-10.0 to 8.6 s at
-    128 px in bf16 (bench/RESULTS.md). The arithmetic is Keras' own, in the same order, so the
-    updates are bit-identical (tests/test_trainer.py); slots, checkpoints and configs are Keras
-    Adam's.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # The learning-rate tensor of the `apply` being built, and the scalars made for it (keyed
-        # by variable device and dtype: under MirroredStrategy each device gets its own copy).
-        self._scalars_for = None
-        self._scalars: dict = {}
-
-    def _step_scalars(self, learning_rate, variable):
-        if self._scalars_for is not learning_rate:  # a new apply (or a new trace)
-            self._scalars_for, self._scalars = learning_rate, {}
-        key = (variable.device, variable.dtype)
-        if key not in self._scalars:
-            dtype = variable.dtype
-            lr = keras.ops.cast(learning_rate, dtype)
-            local_step = keras.ops.cast(self.iterations + 1, dtype)
-            beta_1_power = keras.ops.power(keras.ops.cast(self.beta_1, dtype), local_step)
-            beta_2_power = keras.ops.power(keras.ops.cast(self.beta_2, dtype), local_step)
-            self._scalars[key] = (
-                lr * keras.ops.sqrt(1 - beta_2_power) / (1 - beta_1_power),
-                keras.ops.cast(1 - self.beta_1, dtype),
-                keras.ops.cast(1 - self.beta_2, dtype),
-                keras.ops.cast(self.epsilon, dtype),
-            )
-        return self._scalars[key]
-
-    def update_step(self, gradient, variable, learning_rate):
-        if self.amsgrad:
-            return super().update_step(gradient, variable, learning_rate)
-        alpha, one_minus_beta_1, one_minus_beta_2, epsilon = self._step_scalars(
-            learning_rate, variable
-        )
-        ops = keras.ops
-        gradient = ops.cast(gradient, variable.dtype)
-        m = self._momentums[self._get_variable_index(variable)]
-        v = self._velocities[self._get_variable_index(variable)]
-        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), one_minus_beta_1))
-        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), one_minus_beta_2))
-        self.assign_sub(variable, ops.divide(ops.multiply(m, alpha), ops.add(ops.sqrt(v), epsilon)))
 
 
 class CycleGAN(tf.Module):
@@ -196,8 +144,13 @@ class CycleGAN(tf.Module):
 
     def _make_optimizer(self, name: str) -> keras.optimizers.Optimizer:
         o = self.config.optim
-        optimizer = Adam(
-            learning_rate=self.learning_rate, beta_1=o.beta1, beta_2=o.beta2, name=name
+        optimizer = optimizers.Adam(
+            # The schedule reads the global step, not the optimizer's iteration count: under
+            # mixed_float16 the loss scale skips non-finite steps, and the iterations stop with them.
+            learning_rate=lambda: self.learning_rate(self.step),
+            beta_1=o.beta1,
+            beta_2=o.beta2,
+            name=name,
         )
         return precision_lib.with_loss_scaling(optimizer, self.precision)
 
