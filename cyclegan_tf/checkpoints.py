@@ -4,11 +4,15 @@ A run directory holds `config.json` and `checkpoints/` (a `tf.train.CheckpointMa
 `ckpt-<step>.index/.data-*` plus the `checkpoint` state file). The checkpoint's object names are the
 `CycleGAN.checkpoint_objects()` keys (g_ab, g_ba, d_a, d_b, g_optimizer, d_optimizer, pool_a,
 pool_b, step, epoch, seed), so `restore_generators` can load just the generators for export and
-inference.
+inference. Every `save_epoch` epochs the generators are also written to
+`checkpoints/epochs/epoch_<NNN>` (outside the rotation, kept like the official code keeps its
+epoch files); `resolve_checkpoint(run_dir, "epoch_5")` finds them.
 
 Failure policy: a latest checkpoint that cannot be read (truncated or corrupt files) is skipped
 with a warning and the previous one is used; when none can be read, `CheckpointError` says so. A
-restore never silently ignores missing variables of the objects it restores.
+checkpoint that reads fine but holds another model (another config or version) is not damage:
+it raises `CheckpointError` at once, without falling back. A restore never silently ignores
+missing variables of the objects it restores.
 """
 
 from __future__ import annotations
@@ -18,10 +22,9 @@ import os
 import tensorflow as tf
 from absl import logging
 
-from cyclegan_tf import errors
+from cyclegan_tf import errors, rundir
 
-CHECKPOINT_SUBDIR = "checkpoints"
-CONFIG_FILE = "config.json"
+CONFIG_FILE = rundir.CONFIG_FILE  # kept for callers that predate rundir.py
 
 
 class CheckpointError(errors.UserError):
@@ -29,7 +32,7 @@ class CheckpointError(errors.UserError):
 
 
 def checkpoint_dir(run_dir: str) -> str:
-    return os.path.join(run_dir, CHECKPOINT_SUBDIR)
+    return rundir.checkpoint_dir(run_dir)
 
 
 class Checkpointer:
@@ -42,9 +45,25 @@ class Checkpointer:
     """
 
     def __init__(self, objects: dict, run_dir: str, max_to_keep: int = 3):
+        self.run_dir = run_dir
         self.checkpoint = tf.train.Checkpoint(**objects)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, checkpoint_dir(run_dir), max_to_keep=max(2, max_to_keep)
+        )
+        generators = {k: objects[k] for k in ("g_ab", "g_ba") if k in objects}
+        self._generators = tf.train.Checkpoint(**generators) if generators else None
+
+    def keep_generators(self, epoch: int) -> str | None:
+        """Writes the generators as `checkpoints/epochs/epoch_<NNN>`, outside the rotation.
+
+        The official code keeps every `save_epoch_freq` epoch; the rotation of the full state
+        (keep_checkpoints) would delete them. The generators are what translation and export need
+        (~91 MB at 256 px, against ~420 MB for the full state with optimizers and pools).
+        """
+        if self._generators is None:
+            return None
+        return self._generators.write(
+            os.path.join(rundir.epoch_checkpoint_dir(self.run_dir), f"epoch_{epoch:03d}")
         )
 
     def save(self, step: int) -> str:
@@ -74,25 +93,37 @@ class Checkpointer:
         candidates = list(reversed(self.manager.checkpoints))
         if not candidates:
             return None
-        errors = []
+        failures = []
         for path in candidates:
             try:
                 self.checkpoint.restore(path).assert_existing_objects_matched()
-                if errors:
+            # AssertionError/ValueError: objects that do not match (another model); OpError:
+            # missing/corrupt files; IndexError: a truncated data file ("Read less bytes than
+            # requested").
+            except (AssertionError, ValueError) as e:
+                if _index_readable(path):  # readable, yet the objects do not fit
+                    raise CheckpointError(
+                        f"{path} holds a different model than this config builds "
+                        f"({_first_line(e)}); it was written by another config or version of "
+                        "cyclegan_tf. Resume with the original config, or train into a new "
+                        "--output_dir."
+                    ) from e
+                failures.append((path, _first_line(e)))
+            except (tf.errors.OpError, IndexError, OSError) as e:
+                failures.append((path, _first_line(e)))
+            else:
+                if failures:
                     logging.warning(
                         "Checkpoint %s could not be read (%s); resumed from %s instead.",
-                        errors[0][0],
-                        errors[0][1],
+                        failures[0][0],
+                        failures[0][1],
                         path,
                     )
                 return path
-            # OpError: missing/corrupt files; IndexError: a truncated data file ("Read less
-            # bytes than requested"); AssertionError/ValueError: objects that do not match.
-            except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as e:
-                errors.append((path, _first_line(e)))
         raise CheckpointError(
-            f"No readable checkpoint in {self.manager.directory} (latest {errors[0][0]}: "
-            f"{errors[0][1]}); delete the directory or pass --noresume --overwrite to start over."
+            f"No readable checkpoint in {self.manager.directory} (latest {failures[0][0]}: "
+            f"{failures[0][1]}); the files are damaged: delete them, or pass --noresume "
+            "--overwrite to start over."
         )
 
 
@@ -101,8 +132,8 @@ def resolve_checkpoint(run_dir: str, checkpoint: str | None = None) -> str:
 
     Args:
       run_dir: a training run directory.
-      checkpoint: None for the latest; a step number ("1200"), a name ("ckpt-1200") or a path
-        prefix.
+      checkpoint: None for the latest; a step number ("1200"), a name ("ckpt-1200"), a kept
+        epoch ("epoch_5") or a path prefix.
 
     Raises:
       CheckpointError: no such run or checkpoint.
@@ -119,12 +150,21 @@ def resolve_checkpoint(run_dir: str, checkpoint: str | None = None) -> str:
             raise CheckpointError(f"{ckpt_dir!r} holds no checkpoint yet; train first.")
         return path
     name = f"ckpt-{checkpoint}" if str(checkpoint).isdigit() else str(checkpoint)
-    path = name if os.path.dirname(name) else os.path.join(ckpt_dir, name)
+    if name.startswith("epoch_") and name[6:].isdigit():  # a kept epoch: epoch_5, epoch_005
+        name = os.path.join(rundir.EPOCH_CHECKPOINTS, f"epoch_{int(name[6:]):03d}")
+    path = (
+        name
+        if os.path.isabs(name) or os.path.exists(name + ".index")
+        else (os.path.join(ckpt_dir, name))
+    )
     if not tf.io.gfile.exists(path + ".index"):
         available = tf.train.get_checkpoint_state(ckpt_dir)
         names = [
             os.path.basename(p) for p in (available.all_model_checkpoint_paths if available else [])
         ]
+        epochs_dir = rundir.epoch_checkpoint_dir(run_dir)
+        if os.path.isdir(epochs_dir):
+            names += sorted(f[:-6] for f in os.listdir(epochs_dir) if f.endswith(".index"))
         raise CheckpointError(
             f"Checkpoint {checkpoint!r} not found in {ckpt_dir!r}. Available: {', '.join(names)}"
         )
@@ -152,6 +192,15 @@ def restore_generators(path: str, g_ab=None, g_ba=None) -> None:
             f"Could not load generators from checkpoint {path!r}: {_first_line(e)}. Is config.json "
             "the one this run was trained with?"
         ) from e
+
+
+def _index_readable(path: str) -> bool:
+    """Whether the checkpoint's index (variable names and shapes) can be read."""
+    try:
+        tf.train.load_checkpoint(path).get_variable_to_shape_map()
+    except (tf.errors.OpError, ValueError, IndexError, OSError):
+        return False
+    return True
 
 
 def _first_line(error: BaseException) -> str:

@@ -106,3 +106,42 @@ def cycle(real: tf.Tensor, reconstructed: tf.Tensor) -> tf.Tensor:
 def identity(real: tf.Tensor, same: tf.Tensor) -> tf.Tensor:
     """Identity L1: mean |G(y) - y|, keeps colour composition (paper Sec. 5.2, monet2photo)."""
     return tf.reduce_mean(tf.abs(_f32(same) - _f32(real)))
+
+
+def generator_objective(
+    real_a: tf.Tensor, real_b: tf.Tensor, g_ab, g_ba, d_a, d_b, loss
+) -> tuple[dict[str, tf.Tensor], tf.Tensor, tf.Tensor]:
+    """The generators' objective, term by term (paper Eq. 3 plus the identity loss of Sec. 5.2).
+
+        L = L_GAN(G, D_Y) + L_GAN(F, D_X) + lambda_a |F(G(a)) - a| + lambda_b |G(F(b)) - b|
+            + lambda_identity * (lambda_a |F(a) - a| + lambda_b |G(b) - b|)
+
+    The step and the notebook both call this; the discriminators are only evaluated here (their
+    weights are updated by `discriminator_adversarial` in the step).
+
+    Args:
+      real_a: [N, H, W, 3] in [-1, 1]; real_b likewise.
+      g_ab, g_ba, d_a, d_b: callables image -> image / logits, already in training mode.
+      loss: a `config.LossConfig` (gan_mode, lambda_a, lambda_b, lambda_identity).
+
+    Returns:
+      (terms, fake_a, fake_b): terms is a flat dict of float32 scalars g/adv_ab, g/adv_ba,
+      g/cycle_a, g/cycle_b, and g/idt_a, g/idt_b when lambda_identity > 0 (each already
+      weighted), plus g/total, their sum; fake_a = F(b) and fake_b = G(a) for the image pools.
+    """
+    fake_b = g_ab(real_a)
+    rec_a = g_ba(fake_b)
+    fake_a = g_ba(real_b)
+    rec_b = g_ab(fake_a)
+    terms = {
+        "g/adv_ab": generator_adversarial(d_b(fake_b), loss.gan_mode),
+        "g/adv_ba": generator_adversarial(d_a(fake_a), loss.gan_mode),
+        "g/cycle_a": loss.lambda_a * cycle(real_a, rec_a),
+        "g/cycle_b": loss.lambda_b * cycle(real_b, rec_b),
+    }
+    if loss.lambda_identity > 0:
+        w = loss.lambda_identity
+        terms["g/idt_a"] = w * loss.lambda_a * identity(real_a, g_ba(real_a))
+        terms["g/idt_b"] = w * loss.lambda_b * identity(real_b, g_ab(real_b))
+    terms["g/total"] = tf.add_n(list(terms.values()))
+    return terms, fake_a, fake_b

@@ -1,13 +1,12 @@
-"""`train(config, output_dir)`: wires data, CycleGAN state, checkpoints and logging into the loop.
+"""`train(config, output_dir)`: the training loop, in phases; no model code lives here.
 
-No model code lives here. A run directory holds:
-  config.json        the resolved config (a resumed run must be compatible with it)
-  checkpoints/       tf.train.CheckpointManager files (every save_steps, every save_epoch epochs,
-                     at the end, and on SIGINT/SIGTERM)
-  logs/              TensorBoard: every loss and lr (scalars), the epoch grid (images)
-  images/            epoch_<NNN>.png grids (real A, fake B, rec A / real B, fake A, rec B)
-  metrics.jsonl      one JSON line per logged step (the same scalars as TensorBoard)
-  score.json         built-in dataset only: ground-truth score of G_AB vs the identity baseline
+Phases: open the run (decide what the start means, load the data, resolve the precision), build
+the state, write the run directory (`rundir.py`: its layout and rules), restore, loop, finish.
+The loop's cadences (log, save, epoch grid, stop) are decided in one place, `Cadence`.
+
+Metrics stay on the device between log points: the loop pulls a window of steps to the host at
+the log cadence (one sync instead of one per step, so a GPU is never idle waiting for the host),
+checks it for NaN/inf, and never writes a checkpoint of weights whose window was not checked.
 
 Resume: re-running the same command restores the newest readable checkpoint and continues at its
 step; the data pipeline restarts at that step, so the run ends with the same weights as an
@@ -21,7 +20,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import signal
 import sys
 import time
@@ -29,27 +27,12 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from cyclegan_tf import checkpoints, data, errors, synthetic, trainer, visualize
+from cyclegan_tf import checkpoints, data, errors, rundir, synthetic, trainer, visualize
 from cyclegan_tf import config as config_lib
 from cyclegan_tf import precision as precision_lib
 
-# Fields that may change between the original run and a resume: they steer the loop, not the
-# model or the data stream. Anything else must match config.json.
-RESUMABLE_CHANGES = {
-    ("train", "max_steps"),
-    ("train", "save_epoch"),
-    ("train", "save_steps"),
-    ("train", "log_steps"),
-    ("train", "keep_checkpoints"),
-    ("train", "deterministic"),
-    ("optim", "n_epochs"),
-    ("optim", "n_epochs_decay"),
-}
 NUM_GRID_SAMPLES = 2
-
-
-class RunDirError(errors.UserError):
-    """The output directory cannot be used as asked (exists, incompatible config)."""
+RunDirError = rundir.RunDirError
 
 
 class NonFiniteLossError(RuntimeError):
@@ -74,77 +57,47 @@ class TrainResult:
     score: dict | None
     first_step_seconds: float | None
     steps_per_second: float | None
-    data_root: str | None = None  # the folder of a folder/builtin dataset (holds testA/ testB/)
+    config: config_lib.Config | None = None  # as resolved (precision) and saved in config.json
 
 
-def prepare_run_dir(
-    config: config_lib.Config, output_dir: str, resume: bool, overwrite: bool
-) -> None:
-    """Creates the run directory or checks that resuming into it is legitimate.
+@dataclasses.dataclass(frozen=True)
+class Cadence:
+    """When the loop logs, saves, draws the epoch grid and keeps epoch generators (pure).
 
-    Raises:
-      RunDirError: the directory holds a run and neither resume nor overwrite allows reusing it,
-        or its config.json is incompatible with `config`.
+    Steps count from 1: `events(k)` is what happens after the k-th step of the run finished.
     """
-    config_path = os.path.join(output_dir, checkpoints.CONFIG_FILE)
-    exists = os.path.exists(config_path) or os.path.isdir(checkpoints.checkpoint_dir(output_dir))
-    if exists and not resume:
-        if not overwrite:
-            raise RunDirError(
-                f"{output_dir!r} already holds a run; re-run with --resume to continue it, "
-                "or --overwrite to delete it and start over."
-            )
-        shutil.rmtree(output_dir)
-    elif exists and os.path.exists(config_path):
-        with open(config_path) as f:
-            saved = config_lib.Config.from_json(f.read())
-        diffs = config_diff(saved, config)
-        if diffs:
-            raise RunDirError(
-                f"Cannot resume {output_dir!r}: config differs from its config.json in "
-                f"{'; '.join(diffs)}. Use the original flags, or a new --output_dir."
-            )
-    os.makedirs(output_dir, exist_ok=True)
-    tmp = config_path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(config.to_json())
-    os.replace(tmp, config_path)
 
+    steps_per_epoch: int
+    total: int
+    log_steps: int
+    save_steps: int
+    save_epoch: int
 
-def resolve_precision(
-    config: config_lib.Config, output_dir: str, resume: bool
-) -> tuple[config_lib.Config, str]:
-    """The config with a concrete precision, and a phrase saying where it came from.
+    @classmethod
+    def of(cls, config: config_lib.Config, steps_per_epoch: int) -> Cadence:
+        total = config.optim.total_epochs * steps_per_epoch
+        if config.train.max_steps is not None:
+            total = min(total, config.train.max_steps)
+        t = config.train
+        return cls(steps_per_epoch, total, t.log_steps, t.save_steps, t.save_epoch)
 
-    `auto` becomes the precision recorded in the run directory when resuming one (a run keeps
-    the precision it started with, whatever machine resumes it), else the fastest precision the
-    devices compute natively (`precision.resolve`). An explicit precision is kept as given.
-    """
-    requested = config.train.precision
-    if requested != precision_lib.AUTO:
-        return config, f"{requested} (asked for)"
-    config_path = os.path.join(output_dir, checkpoints.CONFIG_FILE)
-    if resume and os.path.isfile(config_path):
-        with open(config_path) as f:
-            saved = config_lib.Config.from_json(f.read()).train.precision
-        if saved != precision_lib.AUTO:
-            return config.replace(precision=saved), f"{saved} (auto: recorded in the run)"
-    resolution = precision_lib.resolve(requested)
-    return config.replace(precision=resolution.precision), (
-        f"{resolution.precision} ({resolution.reason})"
-    )
+    def events(self, step: int) -> frozenset[str]:
+        """A subset of {"log", "save", "epoch_end", "keep_epoch"} for the finished `step`."""
+        out = set()
+        epoch_done = step % self.steps_per_epoch == 0
+        if step % self.log_steps == 0 or step == self.total:
+            out.add("log")
+        if epoch_done or step == self.total:
+            out.add("epoch_end")  # the grid; a partial last epoch gets one too
+        if step % self.save_steps == 0 or step == self.total:
+            out.add("save")
+        if epoch_done and (step // self.steps_per_epoch) % self.save_epoch == 0:
+            out.update(("save", "keep_epoch"))
+        return frozenset(out)
 
-
-def config_diff(saved: config_lib.Config, new: config_lib.Config) -> list[str]:
-    """Fields that differ and may not change on resume, as 'section.field: old -> new'."""
-    out = []
-    saved_d, new_d = saved.to_dict(), new.to_dict()
-    for section, fields in saved_d.items():
-        for field, old in fields.items():
-            value = new_d[section][field]
-            if old != value and (section, field) not in RESUMABLE_CHANGES:
-                out.append(f"{section}.{field}: {old!r} -> {value!r}")
-    return out
+    def epoch_of(self, step: int) -> int:
+        """The 0-based epoch the step after `step` belongs to."""
+        return step // self.steps_per_epoch
 
 
 class _StopSignals:
@@ -203,143 +156,79 @@ def train(
     resume: bool = True,
     overwrite: bool = False,
     verbose: int = 1,
+    allow_data_change: bool = False,
 ) -> TrainResult:
     """Trains (or resumes) a CycleGAN run and returns where it ended.
 
     Args:
-      config: the run configuration.
-      output_dir: the run directory (created; see the module docstring for its layout).
+      config: the run configuration (`auto` precision is resolved here, see `rundir`).
+      output_dir: the run directory (see `rundir` for its layout and rules).
       resume: continue from the newest checkpoint in `output_dir` if there is one.
-      overwrite: with resume=False, delete an existing run in `output_dir` first.
+      overwrite: with resume=False, delete an existing run's artefacts in `output_dir` first.
       verbose: 0 silent, 1 progress bar per epoch (a line per log_steps when not on a terminal).
+      allow_data_change: resume even if the training images differ from the run's data.json.
 
     Returns:
       A `TrainResult`.
 
     Raises:
-      RunDirError, data.DataError, checkpoints.CheckpointError, ValueError: user errors.
+      errors.UserError (RunDirError, data.DataError, checkpoints.CheckpointError, ConfigError).
       NonFiniteLossError: a loss became NaN/inf (no checkpoint of the bad weights is written).
       Interrupted: SIGINT/SIGTERM arrived; a checkpoint of the last finished step was saved.
     """
     t_start = time.perf_counter()
-    t_cfg = config.train
-    if config.loss.pool_size > 0 and config.data.preprocess in ("none", "scale_width"):
-        raise ValueError(
-            f"preprocess={config.data.preprocess} yields images of varying size, which the image "
-            "pool cannot store; use --pool_size=0 or a cropping preprocess."
-        )
-    configure_tensorflow(t_cfg)
-
-    # 1. Data first: a missing dataset should fail before anything is written.
-    unpaired = data.load(config.data, seed=t_cfg.seed)
-    strategy = trainer.make_strategy(t_cfg.strategy)
-    config, resolution = resolve_precision(config, output_dir, resume)
-    t_cfg = config.train
-    prepare_run_dir(config, output_dir, resume, overwrite)
+    # 1. Open the run: decide what the start means (nothing written yet), data, precision.
+    mode = rundir.check(config, output_dir, resume, overwrite)
+    configure_tensorflow(config.train)
+    unpaired = data.load(config.data, seed=config.train.seed)
+    record = rundir.DataRecord.of(
+        config.data.dataset,
+        unpaired.train_names("a"),
+        unpaired.train_names("b"),
+        unpaired.steps_per_epoch,
+    )
+    if mode == rundir.RESUME:
+        rundir.check_data(output_dir, record, allow_data_change)
+    config, precision_note = rundir.resolve_precision(config, output_dir, mode == rundir.RESUME)
+    strategy = trainer.make_strategy(config.train.strategy)
     if config.data.batch_size % strategy.num_replicas_in_sync:
-        raise ValueError(
+        raise errors.ConfigError(
             f"batch_size must be divisible by the {strategy.num_replicas_in_sync} replicas. "
             f"Received: batch_size={config.data.batch_size}"
         )
 
-    # 2. State and its checkpoint.
+    # 2. The state: built before anything is written, so a failing build leaves nothing behind.
     model = trainer.CycleGAN(config, unpaired.steps_per_epoch, strategy)
-    ckpt = checkpoints.Checkpointer(model.checkpoint_objects(), output_dir, t_cfg.keep_checkpoints)
-    restored = ckpt.restore_latest() if resume else None
-    if restored and int(model.seed.numpy()) != t_cfg.seed:
-        raise RunDirError(f"{restored} was trained with seed {int(model.seed.numpy())}")
-    start = int(model.step.numpy())
-    spe = unpaired.steps_per_epoch
-    total = config.optim.total_epochs * spe
-    if t_cfg.max_steps is not None:
-        total = min(total, t_cfg.max_steps)
-    _say(
-        verbose,
-        f"{'Resuming from ' + restored if restored else 'Starting'} at step {start}/{total} "
-        f"({spe} steps per epoch; |A|={unpaired.num_a}, |B|={unpaired.num_b}; "
-        f"{strategy.num_replicas_in_sync} replica(s)) in {output_dir}",
-    )
-    _say(verbose, f"Devices: {precision_lib.devices().describe()}; precision {resolution}.")
+    with rundir.lock(output_dir):
+        # 3. The run directory and the restore.
+        rundir.create(config, output_dir, mode, record)
+        ckpt = checkpoints.Checkpointer(
+            model.checkpoint_objects(), output_dir, config.train.keep_checkpoints
+        )
+        restored = ckpt.restore_latest() if mode == rundir.RESUME else None
+        if restored and int(model.seed.numpy()) != config.train.seed:
+            raise RunDirError(f"{restored} was trained with seed {int(model.seed.numpy())}")
+        start = int(model.step.numpy())
+        cadence = Cadence.of(config, unpaired.steps_per_epoch)
+        _say(
+            verbose,
+            f"{'Resuming from ' + restored if restored else 'Starting'} at step {start}/"
+            f"{cadence.total} ({cadence.steps_per_epoch} steps per epoch; |A|={unpaired.num_a}, "
+            f"|B|={unpaired.num_b}; {strategy.num_replicas_in_sync} replica(s)) in {output_dir}",
+        )
+        _say(verbose, f"Devices: {precision_lib.devices().describe()}; precision {precision_note}.")
 
-    writer = tf.summary.create_file_writer(os.path.join(output_dir, "logs"))
-    samples = _grid_samples(unpaired, NUM_GRID_SAMPLES)
-    # A finite stream (exactly the steps left): at the end its prefetch threads have drained, so
-    # releasing the iterator cannot wait on in-flight work.
-    stream = unpaired.train(start_step=start, num_steps=max(total - start, 1))
-    batches = iter(strategy.experimental_distribute_dataset(stream))
-    last_saved = restored
-    metrics: dict[str, float] = {}
-    first_step_seconds = None
-    window: dict[str, list[float]] = {}
-    t_loop, steps_run = None, 0
-    # Seconds of the last 100 steps (data + step + sync; not grids or saves): the it/s shown.
-    durations = collections.deque(maxlen=100)
+        # 4. The loop.
+        loop = _Loop(model, ckpt, unpaired, cadence, output_dir, config, verbose, t_start)
+        loop.run(start, restored)
 
-    # 3. The loop: epochs of steps; checkpoints, logs and grids at their cadence.
-    with _StopSignals() as stop, writer.as_default():
-        step = start
-        while step < total:
-            epoch = step // spe
-            epoch_end = min((epoch + 1) * spe, total)
-            bar = _progress_bar(verbose, epoch, config.optim.total_epochs, epoch_end - epoch * spe)
-            if bar is not None and step > epoch * spe:
-                bar.update(step - epoch * spe)
-            while step < epoch_end:
-                t_step = time.perf_counter()
-                real_a, real_b = next(batches)
-                values = model.train_step(real_a, real_b)
-                metrics = {k: float(v) for k, v in values.items()}
-                bad = [k for k, v in metrics.items() if not math.isfinite(v)]
-                if bad:
-                    raise NonFiniteLossError(
-                        f"Loss {bad[0]} became {metrics[bad[0]]} at step {step + 1}; stopped "
-                        f"without saving (last good checkpoint: {last_saved}). Try a lower --lr or "
-                        "--precision=float32."
-                    )
-                step += 1
-                steps_run += 1
-                if first_step_seconds is not None:  # the first step is mostly tracing
-                    durations.append(time.perf_counter() - t_step)
-                if first_step_seconds is None:
-                    first_step_seconds = time.perf_counter() - t_start
-                    t_loop = time.perf_counter()
-                    _say(verbose, f"First step finished {first_step_seconds:.1f} s after start.")
-                for k, v in metrics.items():
-                    window.setdefault(k, []).append(v)
-                if bar is not None:
-                    shown = [(k, metrics[k]) for k in _SHOWN if k in metrics]
-                    if durations:
-                        shown.insert(0, ("it/s", len(durations) / sum(durations)))
-                    bar.update(step - epoch * spe, shown)
-                if step % t_cfg.log_steps == 0 or step == total:
-                    means = _log_scalars(output_dir, step, window)
-                    window = {}
-                    if verbose and bar is None:  # not a terminal: one line per log interval
-                        _print_progress(step, total, durations, means)
-                if step % t_cfg.save_steps == 0:
-                    last_saved = ckpt.save(step)
-                if stop.signum is not None:
-                    last_saved = ckpt.save(step)
-                    writer.flush()
-                    raise Interrupted(stop.signum, step, last_saved)
-            if step == (epoch + 1) * spe or step == total:
-                _epoch_end(model, samples, output_dir, epoch, step, verbose)
-                if (epoch + 1) % t_cfg.save_epoch == 0:
-                    last_saved = ckpt.save(step)
-
-        # 4. The end: a final checkpoint, the score on the built-in dataset.
-        if steps_run:
-            last_saved = ckpt.save(step)
-    writer.flush()
-    steps_per_second = None
-    if steps_run > 1 and t_loop is not None:
-        steps_per_second = (steps_run - 1) / (time.perf_counter() - t_loop)
+    # 5. The end: the score on the built-in dataset.
     score = (
         _score_builtin(model, unpaired.builtin_dir, output_dir, verbose)
         if unpaired.builtin_dir
         else None
     )
-    if steps_run == 0:
+    if loop.steps_run == 0:
         _say(
             verbose,
             f"Nothing to do: the run is complete at step {start} (raise --n_epochs or "
@@ -347,15 +236,119 @@ def train(
         )
     return TrainResult(
         run_dir=output_dir,
-        step=step if total > start else start,
+        step=max(loop.step, start),
         epoch=int(model.epoch.numpy()),
-        checkpoint=last_saved or ckpt.latest,
-        metrics=metrics,
+        checkpoint=loop.last_saved or ckpt.latest,
+        metrics=loop.last_means,
         score=score,
-        first_step_seconds=first_step_seconds,
-        steps_per_second=steps_per_second,
-        data_root=unpaired.root,
+        first_step_seconds=loop.first_step_seconds,
+        steps_per_second=loop.steps_per_second,
+        config=config,
     )
+
+
+class _Loop:
+    """Runs steps `start+1 .. cadence.total`, acting on `Cadence.events` after each."""
+
+    def __init__(self, model, ckpt, unpaired, cadence, output_dir, config, verbose, t_start):
+        self.model, self.ckpt, self.cadence = model, ckpt, cadence
+        self.unpaired, self.output_dir, self.config = unpaired, output_dir, config
+        self.verbose, self.t_start = verbose, t_start
+        self.step, self.steps_run = 0, 0
+        self.last_saved, self.last_means = None, {}
+        self.first_step_seconds, self.steps_per_second = None, None
+        # Host seconds of the last 100 steps (data + dispatch; not grids or saves): the it/s shown.
+        self.durations = collections.deque(maxlen=100)
+        self.pending: list[tuple[int, dict[str, tf.Tensor]]] = []  # on-device, not yet checked
+        self.window: dict[str, list[float]] = {}
+        self.bar = None
+
+    def run(self, start: int, restored: str | None) -> None:
+        self.step, self.last_saved = start, restored
+        total, model = self.cadence.total, self.model
+        samples = _grid_samples(self.unpaired, NUM_GRID_SAMPLES)
+        # A finite stream (exactly the steps left): at the end its prefetch threads have drained,
+        # so releasing the iterator cannot wait on in-flight work.
+        stream = self.unpaired.train(start_step=start, num_steps=max(total - start, 1))
+        batches = iter(model.strategy.experimental_distribute_dataset(stream))
+        writer = tf.summary.create_file_writer(os.path.join(self.output_dir, rundir.LOGS))
+        t_loop = None
+        with _StopSignals() as stop, writer.as_default():
+            while self.step < total:
+                self._maybe_new_bar()
+                t_step = time.perf_counter()
+                self.pending.append((self.step + 1, model.train_step(*next(batches))))
+                self.step += 1
+                self.steps_run += 1
+                if self.first_step_seconds is None:  # the first step is mostly tracing
+                    self.first_step_seconds = time.perf_counter() - self.t_start
+                    t_loop = time.perf_counter()
+                    _say(
+                        self.verbose,
+                        f"First step finished {self.first_step_seconds:.1f} s after start.",
+                    )
+                else:
+                    self.durations.append(time.perf_counter() - t_step)
+                events = self.cadence.events(self.step)
+                if stop.signum is not None or events & {"log", "save"}:
+                    self._drain()  # never save unchecked weights
+                if "log" in events:
+                    self._log()
+                if "epoch_end" in events:
+                    _epoch_end(
+                        model, samples, self.output_dir, self.cadence, self.step, self.verbose
+                    )
+                if "keep_epoch" in events:
+                    self.ckpt.keep_generators(self.cadence.epoch_of(self.step - 1) + 1)
+                if "save" in events or stop.signum is not None:
+                    self.last_saved = self.ckpt.save(self.step)
+                if stop.signum is not None:
+                    writer.flush()
+                    raise Interrupted(stop.signum, self.step, self.last_saved)
+                self._update_bar()
+        writer.flush()
+        if self.steps_run > 1 and t_loop is not None:
+            self.steps_per_second = (self.steps_run - 1) / (time.perf_counter() - t_loop)
+
+    def _drain(self) -> None:
+        """Pulls the pending steps' metrics to the host (one sync) and checks them."""
+        for step, values in self.pending:
+            metrics = {k: float(v) for k, v in values.items()}
+            bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+            if bad:
+                raise NonFiniteLossError(
+                    f"Loss {bad[0]} became {metrics[bad[0]]} at step {step}; stopped without "
+                    f"saving (last good checkpoint: {self.last_saved}). Try a lower --lr or "
+                    "--precision=float32."
+                )
+            for k, v in metrics.items():
+                self.window.setdefault(k, []).append(v)
+        self.pending = []
+
+    def _log(self) -> None:
+        self.last_means = _log_scalars(self.output_dir, self.step, self.window)
+        self.window = {}
+        if self.verbose and self.bar is None:  # not a terminal: one line per log interval
+            _print_progress(self.step, self.cadence.total, self.durations, self.last_means)
+
+    def _maybe_new_bar(self) -> None:
+        spe, step = self.cadence.steps_per_epoch, self.step
+        if step != self.cadence.epoch_of(step) * spe and self.steps_run:
+            return  # inside an epoch that already has its bar
+        epoch = self.cadence.epoch_of(step)
+        target = min((epoch + 1) * spe, self.cadence.total) - epoch * spe
+        self.bar = _progress_bar(self.verbose, epoch, self.config.optim.total_epochs, target)
+        if self.bar is not None and step > epoch * spe:
+            self.bar.update(step - epoch * spe)
+
+    def _update_bar(self) -> None:
+        if self.bar is None:
+            return
+        shown = [(k, self.last_means[k]) for k in _SHOWN if k in self.last_means]
+        if self.durations:
+            shown.insert(0, ("it/s", len(self.durations) / sum(self.durations)))
+        epoch_start = self.cadence.epoch_of(self.step - 1) * self.cadence.steps_per_epoch
+        self.bar.update(self.step - epoch_start, shown)
 
 
 _SHOWN = ("g/total", "g/adv_ab", "g/cycle_a", "d/a", "d/b")
@@ -383,7 +376,7 @@ def _log_scalars(output_dir: str, step: int, window: dict[str, list[float]]) -> 
     means = {k: float(np.mean(v)) for k, v in window.items()}
     for k, v in means.items():
         tf.summary.scalar(k, v, step=step)
-    with open(os.path.join(output_dir, "metrics.jsonl"), "a") as f:
+    with open(os.path.join(output_dir, rundir.METRICS_FILE), "a") as f:
         f.write(json.dumps({"step": step, **means}) + "\n")
     return means
 
@@ -411,9 +404,10 @@ def _grid_samples(unpaired, n: int) -> dict[str, np.ndarray]:
     return out
 
 
-def _epoch_end(model, samples, output_dir, epoch, step, verbose) -> str:
+def _epoch_end(model, samples, output_dir, cadence, step, verbose) -> str:
+    epoch = cadence.epoch_of(step - 1)
     rows = model.cycle_images(samples["real_a"], samples["real_b"])
-    path = os.path.join(output_dir, "images", f"epoch_{epoch + 1:03d}.png")
+    path = os.path.join(output_dir, rundir.IMAGES, f"epoch_{epoch + 1:03d}.png")
     visualize.save_grid(rows, path, title=f"epoch {epoch + 1} (step {step})")
     tf.summary.image("translations", visualize.grid_tensor(rows), step=step)
     _say(verbose, f"Wrote {path}")
@@ -431,7 +425,7 @@ def _score_builtin(model, builtin_dir, output_dir, verbose) -> dict:
         "identity": synthetic.score(real_a, truth_b, real_a),
         "step": int(model.step.numpy()),
     }
-    with open(os.path.join(output_dir, "score.json"), "w") as f:
+    with open(os.path.join(output_dir, rundir.SCORE_FILE), "w") as f:
         json.dump(result, f, indent=2)
     if verbose:
         print(synthetic.format_scores(result["g_ab"], result["identity"]), flush=True)

@@ -146,7 +146,7 @@ class CycleGAN(tf.Module):
         o = self.config.optim
         optimizer = optimizers.Adam(
             # The schedule reads the global step, not the optimizer's iteration count: under
-            # mixed_float16 the loss scale skips non-finite steps, and the iterations stop with them.
+            # mixed_float16 the loss scale skips non-finite steps and the iterations stop with them.
             learning_rate=lambda: self.learning_rate(self.step),
             beta_1=o.beta1,
             beta_2=o.beta2,
@@ -249,35 +249,17 @@ class CycleGAN(tf.Module):
         return metrics
 
     def _generator_update(self, real_a, real_b):
-        loss_cfg = self.config.loss
-        mode = loss_cfg.gan_mode
         replicas = self.strategy.num_replicas_in_sync
+        nets = {name: self._train_calls[name] for name in ("g_ab", "g_ba", "d_a", "d_b")}
         with tf.GradientTape() as tape:
-            g_ab, g_ba = self._train_calls["g_ab"], self._train_calls["g_ba"]
-            d_a, d_b = self._train_calls["d_a"], self._train_calls["d_b"]
-            fake_b = g_ab(real_a)
-            rec_a = g_ba(fake_b)
-            fake_a = g_ba(real_b)
-            rec_b = g_ab(fake_a)
-            metrics = {
-                "g/adv_ab": losses.generator_adversarial(d_b(fake_b), mode),
-                "g/adv_ba": losses.generator_adversarial(d_a(fake_a), mode),
-                "g/cycle_a": loss_cfg.lambda_a * losses.cycle(real_a, rec_a),
-                "g/cycle_b": loss_cfg.lambda_b * losses.cycle(real_b, rec_b),
-            }
-            if loss_cfg.lambda_identity > 0:
-                idt_b = g_ab(real_b)
-                idt_a = g_ba(real_a)
-                w = loss_cfg.lambda_identity
-                metrics["g/idt_a"] = w * loss_cfg.lambda_a * losses.identity(real_a, idt_a)
-                metrics["g/idt_b"] = w * loss_cfg.lambda_b * losses.identity(real_b, idt_b)
-            total = tf.add_n(list(metrics.values()))
+            metrics, fake_a, fake_b = losses.generator_objective(
+                real_a, real_b, **nets, loss=self.config.loss
+            )
             # Gradients are summed over replicas: dividing by their number gives the global mean.
-            scaled = self.g_optimizer.scale_loss(total / replicas)
+            scaled = self.g_optimizer.scale_loss(metrics["g/total"] / replicas)
         variables = self.generator_variables
         grads = tape.gradient(scaled, variables)
         self.g_optimizer.apply(grads, variables)
-        metrics["g/total"] = total
         return metrics, tf.stop_gradient(fake_a), tf.stop_gradient(fake_b)
 
     def _discriminator_update(self, real_a, real_b, pooled_a, pooled_b, step_seed):

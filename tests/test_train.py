@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cyclegan_tf import config, losses, train
+from cyclegan_tf import config, losses, precision, train
 
 
 def _tiny(**overrides):
@@ -32,7 +32,9 @@ def test_run_writes_checkpoints_logs_grids_and_score(tmp_path):
     assert os.path.exists(os.path.join(run, "images", "epoch_002.png"))  # partial last epoch
     assert os.listdir(os.path.join(run, "logs"))
     saved = config.Config.from_json(open(os.path.join(run, "config.json")).read())
-    assert saved == _tiny(max_steps=10)
+    # `auto` is saved resolved for this machine, so a resume elsewhere keeps it.
+    assert saved == _tiny(max_steps=10, precision=precision.resolve("auto").precision)
+    assert result.config == saved
     score = json.load(open(os.path.join(run, "score.json")))
     assert set(score) == {"g_ab", "identity", "step"} and "psnr" in score["g_ab"]
     lines = [json.loads(x) for x in open(os.path.join(run, "metrics.jsonl"))]
