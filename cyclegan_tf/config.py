@@ -15,6 +15,11 @@ from cyclegan_tf import errors
 from cyclegan_tf import precision as precision_lib
 
 GENERATORS = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128")
+# What a generator's input height and width must be a multiple of (ResNets downsample twice,
+# UNets 8 and 7 times). generators.size_multiple reads this table.
+GENERATOR_MULTIPLES = {"resnet_9blocks": 4, "resnet_6blocks": 4, "unet_256": 256, "unet_128": 128}
+# Preprocessing that keeps each image's own size (batch 1) instead of cropping to crop_size.
+VARIABLE_SIZE_PREPROCESS = ("none", "scale_width")
 DISCRIMINATORS = ("basic", "n_layers", "pixel")
 NORMS = ("instance", "batch", "none")
 INITS = ("normal", "xavier", "kaiming", "orthogonal")
@@ -219,6 +224,38 @@ class Config:
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        """Rules across sections: what the data pipeline feeds must fit the networks."""
+        d, m, loss, t = self.data, self.model, self.loss, self.train
+        multiple = GENERATOR_MULTIPLES[m.generator]
+        variable = d.preprocess in VARIABLE_SIZE_PREPROCESS and d.batch_size == 1
+        if variable:
+            # Sizes are rounded to multiples of 4 only (data.py), which UNets cannot take.
+            _check(
+                multiple == 4,
+                f"generator={m.generator} needs inputs that are multiples of {multiple}, but "
+                f"preprocess={d.preprocess} keeps each image's size; use a cropping --preprocess "
+                f"(e.g. resize_and_crop) or a resnet generator.",
+            )
+            _check(
+                loss.pool_size == 0,
+                f"preprocess={d.preprocess} with batch_size=1 yields images of varying size, which "
+                "the image pool cannot store; use --pool_size=0, a cropping --preprocess, or "
+                "--batch_size > 1 (batches end with a crop_size crop).",
+            )
+        else:
+            _check(
+                d.crop_size % multiple == 0,
+                f"generator={m.generator} needs crop_size to be a multiple of {multiple}. "
+                f"Received: crop_size={d.crop_size}",
+            )
+        _check(
+            not (loss.gan_mode == "wgangp" and t.precision == "mixed_float16"),
+            "gan_mode=wgangp with precision=mixed_float16 is not supported: the gradient "
+            "penalty's inner gradient is not loss-scaled and underflows in float16; use "
+            "--precision=float32 or mixed_bfloat16.",
+        )
 
     def replace(self, **overrides: Any) -> Config:
         """Returns a copy with `section.field`-style or bare-field overrides applied.

@@ -147,10 +147,13 @@ class _Variant:
 
 
 _VARIANTS: dict[str, _Variant] = {
-    "resnet_9blocks": _Variant(functools.partial(_resnet, n_blocks=9), 4),
-    "resnet_6blocks": _Variant(functools.partial(_resnet, n_blocks=6), 4),
-    "unet_256": _Variant(functools.partial(_unet, num_downs=8), 2**8),
-    "unet_128": _Variant(functools.partial(_unet, num_downs=7), 2**7),
+    name: _Variant(build, config.GENERATOR_MULTIPLES[name])
+    for name, build in (
+        ("resnet_9blocks", functools.partial(_resnet, n_blocks=9)),
+        ("resnet_6blocks", functools.partial(_resnet, n_blocks=6)),
+        ("unet_256", functools.partial(_unet, num_downs=8)),
+        ("unet_128", functools.partial(_unet, num_downs=7)),
+    )
 }
 
 

@@ -159,9 +159,10 @@ def normalization(
 def use_bias(norm: str) -> bool:
     """Whether a convolution followed by `norm` carries a bias.
 
-    A batch norm's beta makes the bias redundant; the official code drops it only there.
+    The official code sets `use_bias = norm_layer == nn.InstanceNorm2d`: only instance norm keeps
+    the biases (batch norm's beta makes them redundant, and `norm="none"` drops them too).
     """
-    return norm != "batch"
+    return norm == "instance"
 
 
 def kernel_initializer(init_type: str, gain: float = 0.02) -> keras.initializers.Initializer:

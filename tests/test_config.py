@@ -69,3 +69,32 @@ def test_crop_may_exceed_load_when_not_resizing():
 
 def test_dotted_override():
     assert config.Config().replace(**{"optim.lr": 1e-3}).optim.lr == 1e-3
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        ({"generator": "unet_128"}, "unet_128 needs crop_size to be a multiple of 128"),
+        ({"crop_size": 30, "load_size": 36}, "multiple of 4. Received: crop_size=30"),
+        ({"preprocess": "none"}, "image pool cannot store"),
+        (
+            {"preprocess": "scale_width", "pool_size": 0, "generator": "unet_256"},
+            "multiples of 256",
+        ),
+        (
+            {"gan_mode": "wgangp", "precision": "mixed_float16"},
+            "wgangp with precision=mixed_float16",
+        ),
+        ({"precision": "fp8"}, "precision must be one of auto, float32"),
+    ],
+)
+def test_cross_section_rules_fail_early(overrides, fragment):
+    with pytest.raises(config.errors.ConfigError, match=fragment):
+        config.preset("tiny", **overrides)
+
+
+def test_cross_section_rules_allow_what_works():
+    config.preset("tiny", preprocess="none", pool_size=0)
+    config.preset("tiny", preprocess="scale_width", batch_size=2)  # batches end with a crop
+    config.preset("tiny", generator="unet_128", crop_size=128, load_size=143)
+    assert {config.preset(name).train.precision for name in config.PRESETS} == {"auto"}

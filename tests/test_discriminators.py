@@ -82,3 +82,8 @@ def test_mixed_bfloat16_outputs_float32(mixed_bfloat16, name):
 def test_invalid_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         discriminators.build_discriminator(**kwargs)
+
+
+def test_norm_none_drops_the_middle_biases_like_the_official_code():
+    model = discriminators.build_discriminator("basic", norm="none")
+    assert model.count_params() == 2_764_737 - (128 + 256 + 512)

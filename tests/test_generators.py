@@ -69,7 +69,7 @@ def test_model_name_and_static_input_shape():
     assert model.output.shape == (None, 32, 32, 1)
 
 
-@pytest.mark.parametrize("norm, conv_bias", [("instance", True), ("none", True), ("batch", False)])
+@pytest.mark.parametrize("norm, conv_bias", [("instance", True), ("none", False), ("batch", False)])
 def test_conv_bias_follows_norm(norm, conv_bias):
     model = generators.build_generator("resnet_6blocks", ngf=8, norm=norm)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
@@ -141,3 +141,10 @@ def test_invalid_arguments_raise(kwargs, message):
 def test_size_multiple_of_unknown_name_raises():
     with pytest.raises(ValueError, match="Valid names"):
         generators.size_multiple("unet_512")
+
+
+def test_norm_none_drops_the_biases_like_the_official_code():
+    # The official use_bias is `norm_layer == nn.InstanceNorm2d`: with norm "none" every conv that
+    # would be followed by a norm loses its bias (64 + 128 + 256 + 9 * 2 * 256 + 128 + 64 values).
+    model = generators.build_generator("resnet_9blocks", norm="none")
+    assert model.count_params() == 11_378_179 - 5_248

@@ -1,0 +1,427 @@
+"""Tests for cyclegan_tf.pretrained: reading PyTorch files without torch, layouts, outputs equal to
+PyTorch's, imported run directories, and refusing malicious or foreign files.
+
+The fixtures in tests/data/torch/ were written by tests/make_torch_fixtures.py (PyTorch 2.13);
+these tests do not need PyTorch.
+"""
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+from cyclegan_tf import checkpoints, generators, inference, pretrained
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "torch")
+
+# name -> (layout, tensors in the file, of which norm running statistics, format)
+FIXTURES = {
+    "resnet6_legacy": (pretrained.Layout("resnet_6blocks", 4), 87, 51, "legacy"),
+    "resnet9_zip": (pretrained.Layout("resnet_9blocks", 2), 48, 0, "zip"),
+    "resnet6_dropout": (pretrained.Layout("resnet_6blocks", 2, dropout=True), 36, 0, "zip"),
+    "unet128_legacy": (pretrained.Layout("unet_128", 1), 28, 0, "legacy"),
+}
+_LEGACY_HEADER = (
+    0x1950A86A20F9469CFC6C,
+    1001,
+    {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4}},
+)
+
+
+def _path(name):
+    return os.path.join(DATA, f"{name}.pth")
+
+
+def _float(images):
+    return images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
+@pytest.fixture(scope="module")
+def models():
+    """name -> the Keras generator imported from the fixture (built once per module)."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            state_dict = pretrained.load_state_dict(_path(name))
+            cache[name] = pretrained.to_keras(state_dict, pretrained.infer_layout(state_dict))
+        return cache[name]
+
+    return get
+
+
+# -- reading files ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_loads_both_formats(name):
+    _, count, stats, kind = FIXTURES[name]
+    with open(_path(name), "rb") as f:
+        assert f.read(4).startswith(b"PK") == (kind == "zip")
+    state_dict = pretrained.load_state_dict(_path(name))
+    assert len(state_dict) == count
+    for key, value in state_dict.items():
+        if key.endswith("num_batches_tracked"):
+            assert value.dtype == np.int64 and value.shape == () and value == 200
+        else:
+            assert value.dtype == np.float32 and value.flags.c_contiguous, key
+    assert sum(k.endswith(pretrained._RUNNING_STATS) for k in state_dict) == stats
+    if name.startswith("resnet"):
+        ngf = FIXTURES[name][0].ngf
+        assert state_dict["model.1.weight"].shape == (ngf, 3, 7, 7)  # Conv2d [out, in, kh, kw]
+        up = 10 + int(name[6])  # the first ConvTranspose2d: [in, out, kh, kw]
+        assert state_dict[f"model.{up}.weight"].shape == (4 * ngf, 2 * ngf, 3, 3)
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_infers_layout_and_drops_running_stats(name):
+    layout, count, stats, _ = FIXTURES[name]
+    inferred = pretrained.infer_layout(pretrained.load_state_dict(_path(name)))
+    assert inferred == layout
+    assert len(inferred.dropped_keys) == stats
+    assert all(k.endswith(pretrained._RUNNING_STATS) for k in inferred.dropped_keys)
+
+
+def test_directions_are_inference_s():
+    assert pretrained.DIRECTIONS == inference.DIRECTIONS
+    assert pretrained.GENERATOR_NAMES == inference.GENERATOR_NAMES
+
+
+# -- the Keras generators compute what PyTorch computes --------------------------------------
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_keras_generator_reproduces_torch_outputs(name, models):
+    model = models(name)
+    reference = np.load(os.path.join(DATA, f"{name}.npz"))
+    multiple = generators.size_multiple(FIXTURES[name][0].generator)
+    x_even, x_odd = _float(reference["x_even"]), _float(reference["x_odd"])
+    assert x_even.shape[1] % multiple == x_even.shape[2] % multiple == 0
+    assert x_odd.shape[1] % multiple and x_odd.shape[2] % multiple
+
+    y_even = np.asarray(model(x_even, training=False))
+    y_odd = np.asarray(inference.pad_run_crop(model, x_odd, multiple))
+    assert y_even.shape == reference["y_even"].shape
+    assert y_odd.shape == reference["y_odd"].shape
+    # Measured: at most 3e-6 (float32 rounding).
+    np.testing.assert_allclose(y_even, reference["y_even"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(y_odd, reference["y_odd"], rtol=0, atol=1e-4)
+    assert np.abs(reference["y_even"]).max() > 0.5  # a real signal, not a near-zero output
+
+
+def test_official_size_parameter_count():
+    # resnet_9blocks at ngf 64 as the official files hold it: 48 tensors, 11,378,179 values.
+    model = generators.build_generator("resnet_9blocks", ngf=64)
+    layout = pretrained.Layout("resnet_9blocks", 64)
+    entries = pretrained._entries(layout)
+    params, _ = pretrained._expected_keys(entries)
+    assert len(params) == 48
+    assert params[0] == "model.1.weight" and params[-1] == "model.26.bias"
+    assert "model.19.weight" in params and "model.18.conv_block.5.weight" in params
+    state_dict = {}
+    for entry in entries:
+        if entry.kind != "norm":
+            layer = model.get_layer(entry.keras)
+            kh, kw, a, b = layer.kernel.shape
+            state_dict[f"{entry.torch}.weight"] = np.zeros((b, a, kh, kw), np.float32)
+            state_dict[f"{entry.torch}.bias"] = np.ones(layer.bias.shape, np.float32)
+    assert pretrained.infer_layout(state_dict) == layout
+    assert sum(v.size for v in state_dict.values()) == 11_378_179
+    pretrained.assign(model, state_dict, layout)
+    assert float(np.asarray(model.get_layer("out_conv").bias).min()) == 1.0
+
+
+def test_misshapen_tensor_is_named():
+    state_dict = pretrained.load_state_dict(_path("resnet9_zip"))
+    layout = pretrained.infer_layout(state_dict)
+    state_dict["model.4.weight"] = np.zeros((4, 3, 3, 3), np.float32)
+    with pytest.raises(pretrained.PretrainedError, match=r"model\.4\.weight has shape \[4, 3"):
+        pretrained.to_keras(state_dict, layout)
+
+
+# -- import_torch ------------------------------------------------------------------------------
+
+
+def _rewrite_zip(source, target, edits):
+    """Copies zip `source` to `target`, passing each member whose name ends with a key of `edits`
+    through its function (bytes -> bytes)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(buffer, "w") as new:
+        for info in old.infolist():
+            data = old.read(info.filename)
+            for suffix, edit in edits.items():
+                if info.filename.endswith(suffix):
+                    data = edit(data)
+            new.writestr(info, data)
+    with open(target, "wb") as f:
+        f.write(buffer.getvalue())
+    return str(target)
+
+
+def _negate_floats(data):
+    return (-np.frombuffer(data, "<f4")).astype("<f4").tobytes()
+
+
+def test_import_writes_a_run_that_load_run_translates_identically(tmp_path):
+    # The b2a file: the same architecture with other weights (every float negated), so a swap of
+    # g_ab and g_ba cannot go unnoticed.
+    a2b = _path("resnet6_dropout")
+    with zipfile.ZipFile(a2b) as archive:
+        keys = [n.split("/data/")[1] for n in archive.namelist() if "/data/" in n]
+    b2a = _rewrite_zip(a2b, tmp_path / "other.pth", {f"/data/{k}": _negate_floats for k in keys})
+    run_dir = str(tmp_path / "runs" / "imported")
+
+    assert pretrained.import_torch(a2b, "a2b", run_dir, weights_b2a=b2a) == run_dir
+    assert sorted(os.listdir(tmp_path / "runs")) == ["imported"]  # no temporary left behind
+    assert sorted(os.listdir(run_dir)) == ["checkpoints", "config.json", "imported.json"]
+    assert checkpoints.resolve_checkpoint(run_dir).endswith("ckpt-0")
+    config = inference.read_run_config(run_dir).model
+    assert (config.generator, config.ngf, config.dropout, config.norm) == (
+        "resnet_6blocks",
+        2,
+        True,
+        "instance",
+    )
+    with open(os.path.join(run_dir, pretrained.IMPORTED_FILE)) as f:
+        record = json.load(f)
+    assert record["directions"] == ["a2b", "b2a"]
+    layout = {"generator": "resnet_6blocks", "ngf": 2, "dropout": True, "norm": "instance"}
+    assert record["layout"] == layout
+    for direction, path in (("a2b", a2b), ("b2a", b2a)):
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        assert record["sources"][direction]["sha256"] == digest
+        assert record["sources"][direction]["file"] == os.path.abspath(path)
+    assert record["date"]
+    assert pretrained.imported_directions(run_dir) == ("a2b", "b2a")
+    pretrained.check_directions(run_dir, ("a2b", "b2a"))
+
+    run = inference.load_run(run_dir, precision="float32")
+    reference = np.load(os.path.join(DATA, "resnet6_dropout.npz"))
+    x_odd = _float(reference["x_odd"])
+    translated = {d: np.asarray(run.translator(d).translate_float(x_odd)) for d in ("a2b", "b2a")}
+    np.testing.assert_allclose(translated["a2b"], reference["y_odd"], rtol=0, atol=1e-4)
+    direct_b2a = pretrained.to_keras(
+        pretrained.load_state_dict(b2a), pretrained.Layout("resnet_6blocks", 2, dropout=True)
+    )
+    np.testing.assert_array_equal(
+        translated["b2a"], np.asarray(inference.pad_run_crop(direct_b2a, x_odd, 4))
+    )
+    assert np.abs(translated["a2b"] - translated["b2a"]).max() > 0.1
+
+
+def test_one_direction_import_reports_the_missing_direction(tmp_path):
+    run_dir = str(tmp_path / "run")
+    os.makedirs(run_dir)  # an existing empty directory is fine
+    pretrained.import_torch(_path("resnet9_zip"), "b2a", run_dir)
+    assert pretrained.imported_directions(run_dir) == ("b2a",)
+    pretrained.check_directions(run_dir, ("b2a",))
+    with pytest.raises(pretrained.PretrainedError) as error:
+        pretrained.check_directions(run_dir, ("a2b",))
+    message = str(error.value)
+    assert "\n" not in message
+    assert "imported with b2a only" in message and "resnet9_zip.pth" in message
+    assert "no a2b generator" in message
+
+    run = inference.load_run(run_dir, directions=("b2a",), precision="float32")
+    reference = np.load(os.path.join(DATA, "resnet9_zip.npz"))
+    np.testing.assert_allclose(
+        np.asarray(run.translator("b2a").translate_float(_float(reference["x_odd"]))),
+        reference["y_odd"],
+        rtol=0,
+        atol=1e-4,
+    )
+    # A run directory that was not imported has both.
+    assert pretrained.imported_directions(str(tmp_path)) == ("a2b", "b2a")
+
+
+def test_existing_output_dir_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"already exists and is not empty") as error:
+        pretrained.import_torch(_path("resnet9_zip"), "a2b", str(run_dir))
+    assert "\n" not in str(error.value)
+    assert os.listdir(run_dir) == ["notes.txt"]
+    assert os.listdir(tmp_path) == ["run"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"direction": "x2y"}, "direction must be a2b or b2a"),
+        ({"direction": "b2a", "weights_b2a": "b.pth"}, "with direction=b2a pass one file"),
+        ({"generator": "resnet_12blocks"}, "generator must be auto or one of"),
+    ],
+)
+def test_bad_arguments_are_refused(tmp_path, kwargs, match):
+    args = {"weights": _path("resnet9_zip"), "direction": "a2b", "output_dir": str(tmp_path / "r")}
+    with pytest.raises(ValueError, match=match):
+        pretrained.import_torch(**{**args, **kwargs})
+    assert os.listdir(tmp_path) == []
+
+
+def test_files_of_two_architectures_are_refused(tmp_path):
+    with pytest.raises(pretrained.PretrainedError, match="share one architecture"):
+        pretrained.import_torch(
+            _path("resnet9_zip"),
+            "a2b",
+            str(tmp_path / "run"),
+            weights_b2a=_path("resnet6_dropout"),
+        )
+    with pytest.raises(pretrained.PretrainedError, match="holds a resnet_9blocks generator, not"):
+        pretrained.import_torch(
+            _path("resnet9_zip"), "a2b", str(tmp_path / "run"), None, "unet_256"
+        )
+    assert os.listdir(tmp_path) == []
+
+
+# -- foreign layouts ---------------------------------------------------------------------------
+
+
+def test_unknown_layouts_are_refused_naming_the_key():
+    base = pretrained.load_state_dict(_path("resnet9_zip"))
+
+    def refused(state_dict, match):
+        with pytest.raises(pretrained.PretrainedError, match=match) as error:
+            pretrained.infer_layout(state_dict, "x.pth")
+        assert "\n" not in str(error.value)
+
+    refused(
+        {**base, "model.27.weight": base["model.26.weight"]}, r"unexpected key 'model\.27\.weight'"
+    )
+    refused({**base, "model.2.weight": np.ones(2, np.float32)}, r"'model\.2\.weight'.*affine-free")
+    missing = dict(base)
+    del missing["model.22.bias"]
+    refused(missing, r"key 'model\.22\.bias' of a resnet_9blocks generator is missing")
+    discriminator = {"model.0.weight": np.zeros((64, 3, 4, 4)), "model.0.bias": np.zeros(64)}
+    refused(discriminator, r"unexpected key 'model\.0\.weight'")
+    five_blocks = {k: v for k, v in base.items() if not k.startswith(("model.14.", "model.15."))}
+    refused(five_blocks, "with 7 residual blocks; only 6 and 9")
+    refused({}, "matches no known generator layout")
+
+
+def test_import_refuses_a_file_with_an_unknown_key(tmp_path):
+    renamed = _rewrite_zip(
+        _path("resnet9_zip"),
+        tmp_path / "renamed.pth",
+        {"/data.pkl": lambda data: data.replace(b"model.26.bias", b"model.27.bias")},
+    )
+    run_dir = tmp_path / "run"
+    with pytest.raises(pretrained.PretrainedError, match=r"unexpected key 'model\.27\.bias'"):
+        pretrained.import_torch(renamed, "a2b", str(run_dir))
+    assert not run_dir.exists()
+    assert os.listdir(tmp_path) == ["renamed.pth"]
+
+
+# -- unsafe and corrupt files ------------------------------------------------------------------
+
+
+class _System:
+    """Pickles as a call of os.system (what a malicious .pth does)."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def _legacy(payload):
+    """The legacy .pth framing around `payload` (the position of the state_dict pickle)."""
+    header = b"".join(pickle.dumps(obj, protocol=2) for obj in _LEGACY_HEADER)
+    return header + payload + pickle.dumps([], protocol=2)
+
+
+def _zip(payload):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("exploit/data.pkl", payload)
+        archive.writestr("exploit/byteorder", "little")
+        archive.writestr("exploit/version", "3\n")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("frame", [_legacy, _zip], ids=["legacy", "zip"])
+def test_malicious_pickle_is_refused_without_running_it(tmp_path, frame):
+    payload = pickle.dumps(_System(f"touch {tmp_path / 'control'}"), protocol=2)
+    pickle.loads(payload)  # the control: plain pickle does run the payload
+    assert (tmp_path / "control").exists()
+
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_System(f"touch {marker}"), protocol=2)
+    weights = tmp_path / "evil.pth"
+    weights.write_bytes(frame(payload))
+    run_dir = tmp_path / "run"
+    with pytest.raises(pretrained.PretrainedError) as error:
+        pretrained.import_torch(str(weights), "a2b", str(run_dir))
+    message = str(error.value)
+    assert message.startswith(f"refusing to load {weights}: it references ")
+    assert ".system, which a state_dict never needs; the file may be malicious" in message
+    assert "\n" not in message
+    assert not marker.exists()
+    assert not run_dir.exists()
+    assert sorted(os.listdir(tmp_path)) == ["control", "evil.pth"]
+
+
+@pytest.mark.parametrize(
+    "payload, match",
+    [
+        # torch.load(weights_only=False) would call these; a state_dict never references them.
+        (b"\x80\x02ctorch.storage\n_load_from_bytes\nq\x00.", "torch.storage._load_from_bytes"),
+        (b"\x80\x02cbuiltins\neval\nq\x00.", "builtins.eval"),
+        # BUILD on an allowed global: setting attributes of our stand-ins is refused too.
+        (
+            b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n}X\x01\x00\x00\x00aK\x01sb.",
+            "sets the state",
+        ),
+        # Calling a storage class (legacy torch pickled storages that way): refused.
+        (b"\x80\x02ctorch\nFloatStorage\n)R.", "calls torch.FloatStorage"),
+    ],
+)
+def test_other_unneeded_globals_are_refused(tmp_path, payload, match):
+    weights = tmp_path / "evil.pth"
+    weights.write_bytes(_legacy(payload))
+    with pytest.raises(pretrained.PretrainedError, match=match):
+        pretrained.load_state_dict(str(weights))
+
+
+def test_a_bare_pickle_is_not_a_state_dict_file(tmp_path):
+    marker = tmp_path / "pwned"
+    weights = tmp_path / "evil.pth"
+    weights.write_bytes(pickle.dumps(_System(f"touch {marker}"), protocol=2))
+    with pytest.raises(pretrained.PretrainedError, match="is not a PyTorch state_dict file"):
+        pretrained.load_state_dict(str(weights))
+    assert not marker.exists()
+
+
+def test_corrupt_files_are_refused_in_one_line(tmp_path):
+    with open(_path("resnet6_legacy"), "rb") as f:
+        legacy = f.read()
+    (tmp_path / "truncated.pth").write_bytes(legacy[:-100])
+    (tmp_path / "not_a_dict.pth").write_bytes(_legacy(pickle.dumps([1, 2], protocol=2)))
+    _rewrite_zip(_path("resnet9_zip"), tmp_path / "short.pth", {"/data/0": lambda b: b[:-4]})
+    with (
+        zipfile.ZipFile(_path("resnet9_zip")) as old,
+        zipfile.ZipFile(tmp_path / "compressed.pth", "w", zipfile.ZIP_DEFLATED) as new,
+    ):
+        for name in old.namelist():
+            new.writestr(name, old.read(name))  # deflated: a zip bomb could hide there
+    expected = {
+        "truncated.pth": "the file is truncated",
+        "not_a_dict.pth": "it holds a list, not a state_dict",
+        "short.pth": "resnet9_zip/data/0 is missing or not 1176 bytes long",
+        "compressed.pth": "resnet9_zip/byteorder is compressed, which torch.save never does",
+        "missing.pth": "cannot read",
+    }
+    for name, reason in expected.items():
+        path = str(tmp_path / name)
+        with pytest.raises(pretrained.PretrainedError) as error:
+            pretrained.load_state_dict(path)
+        message = str(error.value)
+        assert path in message and reason in message and "\n" not in message, message
