@@ -125,14 +125,29 @@ class CycleGAN(tf.Module):
 
         # autograph=False: the step is plain graph code (the pool uses explicit while_loop/cond),
         # and converting it and everything it calls (Keras' Adam included) took ~1 s of tracing.
+        # Preprocessing that keeps each image's size (batch 1) feeds a new shape every step:
+        # reduce_retracing makes the second trace shape-generic, so there are at most two
+        # instead of one per image size.
+        variable_size = (
+            config.data.preprocess in config_lib.VARIABLE_SIZE_PREPROCESS
+            and config.data.batch_size == 1
+        )
+        self.traces = 0  # how often the step was traced (tests)
         self.train_step = tf.function(
-            self._train_step, jit_compile=t.jit_compile or None, autograph=False
+            self._train_step,
+            jit_compile=t.jit_compile or None,
+            autograph=False,
+            reduce_retracing=variable_size,
         )
         # Each network runs 3 times per step. As a nested tf.function it is traced, and its
         # gradient built, once instead of 3 times (trace 3.8 -> 2.6 s at 128 px); the runtime
         # inlines the calls, so the executed graph is the same.
         self._train_calls = {
-            net.name: tf.function(lambda x, net=net: net(x, training=True), autograph=False)
+            net.name: tf.function(
+                lambda x, net=net: net(x, training=True),
+                autograph=False,
+                reduce_retracing=variable_size,
+            )
             for net in (self.g_ab, self.g_ba, self.d_a, self.d_b)
         }
         self._translate = {
@@ -220,6 +235,7 @@ class CycleGAN(tf.Module):
           A flat dict of float32 scalars: g/adv_ab, g/adv_ba, g/cycle_a, g/cycle_b, g/idt_a,
           g/idt_b, g/total, d/a, d/b (plus d/gp_a, d/gp_b for wgangp), and lr.
         """
+        self.traces += 1  # runs when traced, not when the graph runs
         # 1. One stateless seed per step: same step -> same random choices, resumed or not.
         step_seed = tf.stack([self.seed, self.step])
 

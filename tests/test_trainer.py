@@ -3,6 +3,7 @@ import subprocess
 import sys
 import textwrap
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -168,3 +169,37 @@ def test_mirrored_on_two_logical_cpus_equals_one_device():
     assert within2 >= 0.99 and worst2 <= 4 * lr, f"step 2: {within2} within 1e-5, max {worst2}"
     # Images made by those weights: the pool after step 2 and a translation stay close.
     assert pool2 <= 1e-3 and out_diff <= 1e-2, (pool2, out_diff)
+
+
+def test_variable_size_preprocessing_traces_the_step_at_most_twice():
+    model = _model(preprocess="none", pool_size=0)
+    for step, (h, w) in enumerate([(32, 32), (36, 28), (40, 44), (28, 32), (44, 36)]):
+        a = tf.random.stateless_uniform([1, h, w, 3], seed=[step, 1], minval=-1, maxval=1)
+        b = tf.random.stateless_uniform([1, w, h, 3], seed=[step, 2], minval=-1, maxval=1)
+        out = model.train_step(a, b)
+        assert np.isfinite(float(out["g/total"]))
+    assert model.traces <= 2
+
+
+def test_mixed_float16_trains_checkpoints_and_resumes_with_the_lr_on_the_global_step(tmp_path):
+    first = _model(precision="mixed_float16")
+    assert isinstance(first.g_optimizer, keras.optimizers.LossScaleOptimizer)
+    # A loss scale so large that the float16 gradients overflow: the optimizer skips those
+    # updates and its iterations stop, while the global step (and the schedule) moves on.
+    first.g_optimizer.dynamic_scale.assign(2.0**60)
+    for k in range(5):
+        out = first.train_step(_images(10 + k), _images(20 + k))
+        assert all(np.isfinite(float(v)) for v in out.values())
+    assert int(first.step.numpy()) == 5
+    assert int(first.g_optimizer.inner_optimizer.iterations.numpy()) < 5
+    expected_lr = float(first.learning_rate(first.step))  # epoch 1 of the decay: lr halved
+    assert expected_lr == pytest.approx(1e-4)
+    assert float(first.g_optimizer.inner_optimizer.learning_rate) == pytest.approx(expected_lr)
+    path = checkpoints.Checkpointer(first.checkpoint_objects(), str(tmp_path)).save(5)
+    second = _model(precision="mixed_float16")
+    assert checkpoints.Checkpointer(second.checkpoint_objects(), str(tmp_path)).restore_latest()
+    assert path.endswith("ckpt-5")
+    a = first.train_step(_images(30), _images(31))
+    b = second.train_step(_images(30), _images(31))
+    assert {k: float(v) for k, v in a.items()} == {k: float(v) for k, v in b.items()}
+    assert float(second.g_optimizer.dynamic_scale) == float(first.g_optimizer.dynamic_scale)
