@@ -10,7 +10,10 @@ Subcommands:
   peak        the conv peak of this CPU in TF, float32 and bfloat16 (GFLOP/s)
   flops       FLOPs of one step: the analytic count and TF's profiler count of the traced graph
   pipeline    the tf.data training pipeline alone (JPEG decode, resize 286 bicubic, crop, flip)
+  startup     opening a folder dataset of N small PNGs up to its first batch, with the run
+              directory's file_checks.json as training keeps it (run twice: first, second start)
   savedmodel  SavedModel inference of one generator at 256 px (export, load, translate)
+  formats     one float32 generator as SavedModel, TFLite and ONNX, each in its runtime at 256 px
   torch_gen   the PyTorch yardstick's generator forward (eager, no_grad), for the inference ratio
 
 Usage: python bench/worker.py SUBCOMMAND [options]   (see `--help` of each subcommand)
@@ -374,6 +377,67 @@ def cmd_pipeline(args) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+# Start-up against the dataset's size
+
+
+def _png_folder(root: str, count: int, size: int = 8) -> str:
+    """`root/<count>/` with trainA/ and trainB/ of count // 2 random size x size PNGs each,
+    generated once (a marker file says it is complete) and reused."""
+    import numpy as np
+    from PIL import Image
+
+    folder = os.path.join(root, str(count))
+    marker = os.path.join(folder, ".complete")
+    if os.path.exists(marker):
+        return folder
+    rng = np.random.default_rng(count)
+    for domain in ("trainA", "trainB"):
+        os.makedirs(os.path.join(folder, domain), exist_ok=True)
+        pixels = rng.integers(0, 256, (count // 2, size, size, 3), np.uint8)
+        for i, image in enumerate(pixels):
+            Image.fromarray(image).save(os.path.join(folder, domain, f"{i:06d}.png"))
+    open(marker, "w").close()
+    return folder
+
+
+def cmd_startup(args) -> None:
+    """Times `data.load` up to the first training batch on a folder of `--images` 8x8 PNGs, as
+    `train()` opens it: the run directory's file_checks.json read, then saved (`--run_dir`; a
+    first start finds none and decodes every file, a second reuses it and decodes nothing that
+    did not change). The folder is generated before the clock starts."""
+    import tensorflow as tf
+
+    from cyclegan_tf import config, data, rundir
+
+    _configure_tf(args)
+    root = _png_folder(args.folder, args.images)
+    record = os.path.join(args.run_dir, rundir.FILE_CHECKS)
+    first = not os.path.exists(record)
+    cfg = config.DataConfig(dataset=root, load_size=8, crop_size=8)
+    t0 = time.perf_counter()
+    checks = data.FileChecks.read(record)
+    unpaired = data.load(cfg, seed=0, file_checks=checks)
+    t_load = time.perf_counter()
+    checks.save_to(record)
+    t_saved = time.perf_counter()
+    real_a, _ = next(iter(unpaired.train()))
+    t_first = time.perf_counter()
+    assert real_a.shape == (1, 8, 8, 3) and real_a.dtype == tf.float32
+    _emit(
+        {
+            "images": unpaired.num_a + unpaired.num_b,
+            "start": "first" if first else "second",
+            "decoded": checks.decoded,
+            "load_s": t_load - t0,
+            "save_s": t_saved - t_load,
+            "first_batch_s": t_first - t_saved,
+            "total_s": t_first - t0,
+            "record_mb": os.path.getsize(record) / 2**20,
+        }
+    )
+
+
+# ------------------------------------------------------------------------------------------------
 # SavedModel inference
 
 
@@ -432,6 +496,66 @@ def cmd_savedmodel(args) -> None:
     )
 
 
+def cmd_formats(args) -> None:
+    """Exports one untrained float32 generator of a preset in every format with export.py (what
+    `cyclegan-tf export --format=saved_model,tflite,onnx` writes, minus the restore) and times
+    uint8 [1, size, size, 3] -> uint8 through each: the SavedModel's `translate_images` signature
+    (tf.saved_model.load), the .tflite file in ai_edge_litert's Interpreter and the .onnx file in
+    onnxruntime (both through `export.load_file`, default threads)."""
+    import tempfile
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from cyclegan_tf import config, export, generators
+
+    _configure_tf(args)
+    keras.utils.set_random_seed(0)
+    cfg = config.preset(args.preset)
+    generator = generators.build_from_config(cfg.model, "g_ab", precision="float32")
+    multiple = generators.size_multiple(cfg.model.generator)
+    root = tempfile.mkdtemp(prefix="bench_formats_")
+    info = {"direction": "a2b", "precision": "float32", "bench": True}
+    runners, export_s, checks = {}, {}, {}
+    t = time.perf_counter()
+    path = export.export_generator(
+        generator,
+        os.path.join(root, "1"),
+        multiple=multiple,
+        config_json=cfg.to_json(),
+        info=info,
+    )
+    export_s["saved_model"] = time.perf_counter() - t
+    serve = tf.saved_model.load(path).signatures[export.TENSOR_SIGNATURE]
+    runners["saved_model"] = lambda x: serve(images=tf.constant(x))["images"].numpy()
+    for fmt in ("tflite", "onnx"):
+        t = time.perf_counter()
+        path = export.export_file(
+            generator, os.path.join(root, f"model.{fmt}"), multiple=multiple, info=info
+        )
+        export_s[fmt] = time.perf_counter() - t
+        checks[fmt] = export.read_export_info(path)["check"]
+        run = export.load_file(path)
+        runners[fmt] = lambda x, run=run: run(x)["translated"]
+    images = np.random.default_rng(0).integers(0, 256, (1, args.size, args.size, 3), np.uint8)
+    result = {"preset": args.preset, "generator": cfg.model.generator, "ngf": cfg.model.ngf}
+    for fmt, runner in runners.items():
+        runner(images)  # first call: tracing / allocation
+        times = []
+        for _ in range(args.reps):
+            t = time.perf_counter()
+            runner(images)
+            times.append(time.perf_counter() - t)
+        result[fmt] = {
+            "images_per_s": 1 / statistics.median(times),
+            "times": times,
+            "export_s": export_s[fmt],
+            **({"check": checks[fmt]} if fmt in checks else {}),
+        }
+    _emit(result)
+
+
 def cmd_torch_gen(args) -> None:
     import importlib.util
 
@@ -488,7 +612,9 @@ def main(argv=None) -> None:
         warmup=10,
         batches=200,
     )
+    add("startup", cmd_startup, images=1000, folder="/tmp/cyclegan_bench_startup", run_dir="")
     add("savedmodel", cmd_savedmodel, size=256, reps=7, precision="float32")
+    add("formats", cmd_formats, size=256, reps=7, preset="paper")
     add("torch_gen", cmd_torch_gen, size=256, reps=7)
     args = parser.parse_args(argv)
     args.fn(args)

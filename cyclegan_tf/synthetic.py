@@ -44,6 +44,8 @@ import tempfile
 import numpy as np
 from PIL import Image
 
+from cyclegan_tf import images as images_lib
+
 # Bump when the rendering changes: the cache key includes it, so old caches are never reused.
 FORMAT_VERSION = 1
 DEFAULT_SEED = 0
@@ -321,7 +323,7 @@ def load_test_pairs(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _read(file: str) -> np.ndarray:
     with Image.open(file) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+        return images_lib.to_float(np.asarray(img.convert("RGB")))
 
 
 def score(translated, truth, source=None) -> dict[str, float]:
@@ -357,6 +359,35 @@ def score(translated, truth, source=None) -> dict[str, float]:
         s = _as_batch(source)
         result.update({f"identity/{k}": v for k, v in _score(s, y).items()})
     return result
+
+
+def score_translation(translate, path: str, batch_size: int = 8) -> dict:
+    """Scores an A->B translation on the paired test split of a built-in dataset folder.
+
+    The one scoring routine of the built-in dataset: training's score.json and the `evaluate`
+    command both call it.
+
+    Args:
+      translate: a function: float32 [N, H, W, 3] test A images in [-1, 1] -> the same shape,
+        their translations in [-1, 1] (numpy or tensors).
+      path: a directory returned by `builtin_dir`.
+      batch_size: images per call of `translate`.
+
+    Returns:
+      {"g_ab": score of the translations, "identity": score of test A itself}, each with the
+      identity baseline under `identity/` keys (`score` with `source`).
+    """
+    real_a, truth_b = load_test_pairs(path)
+    fakes = np.concatenate(
+        [
+            np.asarray(translate(real_a[i : i + batch_size]), np.float32)
+            for i in range(0, len(real_a), batch_size)
+        ]
+    )
+    return {
+        "g_ab": score(fakes, truth_b, real_a),
+        "identity": score(real_a, truth_b, real_a),
+    }
 
 
 def score_identity_baseline(path: str) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""Pictures of a run: uint8 conversion, the epoch image grid (matplotlib PNG), TensorBoard images.
+"""Pictures of a run: the epoch image grid (matplotlib PNG), TensorBoard images, loss curves.
 
 The grid is two rows: real A | fake B | reconstructed A, and real B | fake A | reconstructed B, one
 block per sample image, titled, so a reader can tell translation quality (fake) from cycle
@@ -12,14 +12,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from cyclegan_tf import images as images_lib
+
 GRID_COLUMNS = ("real A", "fake B = G_AB(A)", "rec A = G_BA(fake B)")
 GRID_COLUMNS_B = ("real B", "fake A = G_BA(B)", "rec B = G_AB(fake A)")
-
-
-def to_uint8(images) -> np.ndarray:
-    """[..., 3] float in [-1, 1] -> uint8 in [0, 255] (rounded, clipped)."""
-    images = np.asarray(images, dtype=np.float32)
-    return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 def save_grid(rows: dict[str, np.ndarray], path: str, title: str | None = None) -> str:
@@ -49,7 +45,7 @@ def save_grid(rows: dict[str, np.ndarray], path: str, title: str | None = None) 
         for r, (keys, labels) in enumerate(layout):
             for c, (key, label) in enumerate(zip(keys, labels)):
                 ax = axes[2 * i + r, c]
-                ax.imshow(to_uint8(rows[key][i]), interpolation="nearest")
+                ax.imshow(images_lib.to_uint8(rows[key][i]), interpolation="nearest")
                 ax.set_title(label, fontsize=9)
                 ax.axis("off")
     if title:
@@ -67,7 +63,7 @@ def grid_tensor(rows: dict[str, np.ndarray]) -> tf.Tensor:
     blocks = []
     for i in range(len(rows["real_a"])):
         for keys in (("real_a", "fake_b", "rec_a"), ("real_b", "fake_a", "rec_b")):
-            blocks.append(np.concatenate([to_uint8(rows[k][i]) for k in keys], axis=1))
+            blocks.append(np.concatenate([images_lib.to_uint8(rows[k][i]) for k in keys], axis=1))
     return tf.constant(np.concatenate(blocks, axis=0)[None])
 
 

@@ -1,6 +1,7 @@
-"""Tests for cyclegan_tf.export: TF Serving layout, assets, and the signatures loaded in fresh
-processes, both by `tf.saved_model.load` and by the TF1 session loader TF Serving resolves
-SignatureDefs with. Outputs are compared with the Keras generator run on numpy-padded input."""
+"""Tests for cyclegan_tf.export: TF Serving layout, assets, the warmup request, and the signatures
+loaded in fresh processes, both by `tf.saved_model.load` and by the TF1 session loader TF Serving
+resolves SignatureDefs with; TFLite and ONNX files in their own runtimes. Outputs are compared with
+the Keras generator run on numpy-padded input, and the files with the SavedModel."""
 
 import json
 import os
@@ -14,8 +15,10 @@ import fixtures
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
 
-from cyclegan_tf import checkpoints, config, export, inference, visualize
+from cyclegan_tf import checkpoints, config, errors, export, generators, images, inference
+from cyclegan_tf import precision as precision_lib
 
 # Name -> (height, width) of the images pushed through both signatures.
 SIZES = {"small": (37, 53), "square": (256, 256), "large": (1000, 750), "tiny": (5, 7)}
@@ -105,8 +108,16 @@ def exported(tmp_path_factory):
     run_dir = str(root / "run")
     model = fixtures.make_run(run_dir)
     export_dir = str(root / "models")
-    paths = export.export_run(run_dir, export_dir)
+    paths = export.export_run(run_dir, export_dir)[export.SAVED_MODEL]
     return {"model": model, "run_dir": run_dir, "export_dir": export_dir, "paths": paths}
+
+
+@pytest.fixture(scope="module")
+def exported_files(exported, tmp_path_factory):
+    """Every format of both directions, in one call."""
+    export_dir = str(tmp_path_factory.mktemp("formats"))
+    paths = export.export_run(exported["run_dir"], export_dir, formats="saved_model,tflite,onnx")
+    return {"export_dir": export_dir, "paths": paths}
 
 
 def test_layout_assets_and_metadata(exported):
@@ -121,12 +132,17 @@ def test_layout_assets_and_metadata(exported):
         assert os.path.isfile(os.path.join(path, "saved_model.pb"))
         assert os.path.isfile(os.path.join(path, "variables", "variables.index"))
         assert export.read_exported_config(path) == config.preset("tiny")
-        info = inference.read_export_info(path)
+        info = export.read_export_info(path)
         assert info["direction"] == direction
         assert info["generator"] == {"a2b": "g_ab", "b2a": "g_ba"}[direction]
         assert (info["checkpoint"], info["step"], info["version"]) == ("ckpt-3", 0, 1)
         assert info["size_multiple"] == 4
-        assert info["precision"] == "float32"  # the run's training precision
+        assert info["precision"] == "float32"  # the default: portable
+        assert info["format"] == "saved_model"
+        # The run's name, not the path of the machine the export was made on.
+        assert info["run_name"] == "run" and "run_dir" not in info
+        with open(os.path.join(path, "assets", "export.json")) as f:
+            assert os.path.dirname(exported["run_dir"]) not in f.read()
 
 
 @pytest.mark.slow
@@ -178,7 +194,7 @@ def test_fresh_process_loads_match_keras(exported, tmp_path):
         tf.io.decode_image(data, channels=3, expand_animations=False).numpy() for data in batch
     ]
     expected_batch = [
-        visualize.to_uint8(_keras_reference(model.g_ab, x[None])[0]) for x in decoded_batch
+        images.to_uint8(_keras_reference(model.g_ab, x[None])[0]) for x in decoded_batch
     ]
 
     for mode in ("tf2", "tf1"):
@@ -190,7 +206,7 @@ def test_fresh_process_loads_match_keras(exported, tmp_path):
             assert out["images"].shape == (1, height, width, 3) and out["images"].dtype == np.uint8
             diff = np.abs(out["images_float"] - expected[name]).max()
             assert diff <= 1e-5, (mode, name, diff)
-            np.testing.assert_array_equal(out["images"], visualize.to_uint8(expected[name]))
+            np.testing.assert_array_equal(out["images"], images.to_uint8(expected[name]))
         assert np.abs(got["b2a"]["images_float"] - expected_b2a).max() <= 1e-5
         assert np.abs(expected_b2a - expected["small"]).max() > 1e-3  # really the other generator
 
@@ -226,16 +242,24 @@ def test_fresh_process_loads_match_keras(exported, tmp_path):
     assert "DT_STRING" in shown and "DT_UINT8" in shown
 
 
-def test_precision_defaults_to_the_runs_and_bfloat16_serves_close_to_float32(tmp_path):
+def test_precision_defaults_to_float32_and_bfloat16_serves_close_to_float32(tmp_path):
     run_dir, export_dir = str(tmp_path / "run"), str(tmp_path / "models")
-    model = fixtures.make_run(run_dir, precision="mixed_bfloat16")
-    bf16 = export.export_run(run_dir, export_dir)["a2b"]  # the run's precision
-    fp32 = export.export_run(run_dir, export_dir, precision="float32")["a2b"]
-    assert inference.read_export_info(bf16)["precision"] == "mixed_bfloat16"
-    assert inference.read_export_info(fp32)["precision"] == "float32"
-    with pytest.raises(ValueError, match="precision must be one of float32, mixed_bfloat16"):
+    model = fixtures.make_run(run_dir, precision="mixed_bfloat16")  # trained in bfloat16
+
+    def export_a2b(**kwargs):
+        return export.export_run(run_dir, export_dir, directions=("a2b",), **kwargs)["saved_model"]
+
+    fp32 = export_a2b()["a2b"]  # portable by default, whatever the run trained in
+    bf16 = export_a2b(precision="mixed_bfloat16")["a2b"]
+    auto = export_a2b(precision="auto")["a2b"]  # resolved on the exporting machine
+    assert export.read_export_info(fp32)["precision"] == "float32"
+    assert export.read_export_info(bf16)["precision"] == "mixed_bfloat16"
+    resolved = precision_lib.resolve("auto")
+    assert export.read_export_info(auto)["precision"] == resolved.precision
+    assert export.read_export_info(auto)["precision_reason"] == resolved.reason
+    with pytest.raises(ValueError, match="precision must be one of auto, float32, mixed_bfloat16"):
         export.export_run(run_dir, export_dir, precision="bfloat16")
-    assert sorted(os.listdir(os.path.join(export_dir, "cyclegan_a2b"))) == ["1", "2"]
+    assert sorted(os.listdir(os.path.join(export_dir, "cyclegan_a2b"))) == ["1", "2", "3"]
 
     image = fixtures.random_image(37, 53, seed=7)[None]
     served = {}
@@ -244,7 +268,7 @@ def test_precision_defaults_to_the_runs_and_bfloat16_serves_close_to_float32(tmp
         out = signature(images=tf.constant(image))
         assert out["images"].dtype == tf.uint8 and out["images_float"].dtype == tf.float32
         served[name] = out["images_float"].numpy()
-    float32_generator = inference.load_run(run_dir, precision="float32").generators["a2b"]
+    float32_generator = inference.load_run(run_dir).generators["a2b"]
     assert float32_generator.compute_dtype == "float32"
     assert model.g_ab.compute_dtype == "bfloat16"
     # float32 serving reproduces the float32 Keras model exactly, bfloat16 serving the model as
@@ -263,8 +287,9 @@ def test_versions_increase_and_existing_versions_are_refused(exported):
         export.export_run(run_dir, export_dir, version=0)
     # The next free version counts both directions, so the pair stays aligned.
     paths = export.export_run(run_dir, export_dir, checkpoint="3", directions=("b2a",))
-    assert paths == {"b2a": os.path.join(export_dir, "cyclegan_b2a", "2")}
-    assert inference.latest_version(os.path.join(export_dir, "cyclegan_b2a")) == paths["b2a"]
+    assert paths == {"saved_model": {"b2a": os.path.join(export_dir, "cyclegan_b2a", "2")}}
+    latest = export.latest_version(os.path.join(export_dir, "cyclegan_b2a"))
+    assert latest == paths["saved_model"]["b2a"]
     assert sorted(os.listdir(export_dir)) == ["cyclegan_a2b", "cyclegan_b2a"]
 
 
@@ -292,3 +317,221 @@ def test_unusable_run_directories_raise_checkpoint_errors(exported, tmp_path):
         export.export_run(str(tmp_path), str(tmp_path / "models"))
     with pytest.raises(checkpoints.CheckpointError, match="Checkpoint '99' not found"):
         export.export_run(exported["run_dir"], str(tmp_path / "models"), checkpoint="99")
+
+
+def test_formats_are_parsed_and_unknown_ones_refused_before_any_work(exported, tmp_path):
+    assert export.parse_formats("onnx, saved_model,") == ("onnx", "saved_model")
+    assert export.parse_formats(("tflite",)) == ("tflite",)
+    for bad in ("tflight", "saved_model,saved_model", ""):
+        with pytest.raises(errors.ConfigError, match="format must be a comma-separated list"):
+            export.export_run(exported["run_dir"], str(tmp_path / "m"), formats=bad)
+    assert not (tmp_path / "m").exists()
+
+
+# -- TFLite and ONNX ---------------------------------------------------------------------------
+
+
+def test_tflite_and_onnx_layout_and_check_figures(exported_files):
+    export_dir, paths = exported_files["export_dir"], exported_files["paths"]
+    assert sorted(os.listdir(export_dir)) == ["cyclegan_a2b", "cyclegan_b2a", "onnx", "tflite"]
+    for fmt in ("tflite", "onnx"):
+        assert sorted(os.listdir(os.path.join(export_dir, fmt))) == [
+            f"cyclegan_{d}_1.{ext}" for d in ("a2b", "b2a") for ext in ("json", fmt)
+        ]
+        for direction, path in paths[fmt].items():
+            assert path == os.path.join(export_dir, fmt, f"cyclegan_{direction}_1.{fmt}")
+            info = export.read_export_info(path)
+            assert (info["format"], info["direction"], info["version"]) == (fmt, direction, 1)
+            assert info["precision"] == "float32" and info["run_name"] == "run"
+            assert list(info["inputs"]) == ["images"]
+            assert list(info["outputs"]) == ["translated", "translated_float"]
+            check = info["check"]
+            assert check["sizes"] == [[64, 64], [37, 53]]
+            assert check["max_uint8_difference"] <= 1
+            assert 0 < check["max_float_difference"] < 1e-4
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_files_equal_the_saved_model_at_any_size(exported_files, fmt):
+    paths = exported_files["paths"]
+    for direction in ("a2b", "b2a"):
+        run = export.load_file(paths[fmt][direction])
+        saved = tf.saved_model.load(paths["saved_model"][direction])
+        signature = saved.signatures[export.TENSOR_SIGNATURE]
+        for i, (height, width) in enumerate([(45, 30), (32, 48), (3, 2)]):  # 45, 30, 3: not x4
+            batch = np.stack([fixtures.random_image(height, width, seed=i + s) for s in (0, 9)])
+            got = run(batch)
+            want = {k: v.numpy() for k, v in signature(images=tf.constant(batch)).items()}
+            assert got["translated"].shape == batch.shape and got["translated"].dtype == np.uint8
+            assert got["translated_float"].dtype == np.float32
+            levels = np.abs(got["translated"].astype(int) - want["images"]).max()
+            assert levels <= 1, (direction, height, width)
+            if height > 3:  # a 3x2 image is padded from 6 pixels: near-constant instance norm
+                floats = np.abs(got["translated_float"] - want["images_float"]).max()
+                assert floats < 1e-4, (direction, height, width, floats)
+
+
+def test_a_file_failing_its_check_is_deleted_with_a_one_line_error(exported_files, tmp_path):
+    source = exported_files["paths"]["onnx"]["a2b"]
+    path = str(tmp_path / "copy.onnx")
+    shutil.copy(source, path)
+    shutil.copy(source[: -len(".onnx")] + ".json", str(tmp_path / "copy.json"))
+    other = inference.Translator(generators.build_generator("resnet_6blocks", ngf=8), 4)
+    with pytest.raises(export.ExportCheckError, match=r"differs from the Keras model by up to \d+"):
+        export.check_file(path, other)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_failed_check_writes_no_format_at_all(exported, tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "CHECK_TOLERANCE", -1)  # every file fails
+    export_dir = str(tmp_path / "models")
+    with pytest.raises(export.ExportCheckError, match="The tflite export differs"):
+        export.export_run(
+            exported["run_dir"], export_dir, directions=("a2b",), formats="saved_model,tflite"
+        )
+    assert os.listdir(export_dir) == []
+
+
+def test_a_missing_extra_is_one_line_naming_the_pip_command(exported, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` fails
+    with pytest.raises(export.MissingExtraError) as caught:
+        export.export_run(exported["run_dir"], str(tmp_path / "m"), formats="saved_model,onnx")
+    message = str(caught.value)
+    assert message == (
+        "The onnx format needs onnxruntime, which is not installed: pip install 'cyclegan-tf[onnx]'"
+    )
+    assert isinstance(caught.value, errors.UserError)  # the CLI: this line, exit code 2
+    assert not (tmp_path / "m").exists()
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    with pytest.raises(export.MissingExtraError, match=r"pip install 'cyclegan-tf\[tflite\]'"):
+        export.load_file(str(tmp_path / "model.tflite"))
+
+
+@pytest.mark.slow
+def test_cli_export_formats_and_a_missing_extra(exported, tmp_path):
+    def start(*args, block=None):
+        code = "import sys\n"
+        if block:  # as if the extra were not installed
+            code += f"sys.modules[{block!r}] = None\n"
+        code += (
+            "from cyclegan_tf import cli\nsys.argv = ['cyclegan-tf', *sys.argv[1:]]\ncli.run()\n"
+        )
+        return subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    run_dir, export_dir = exported["run_dir"], str(tmp_path / "m")
+    procs = {
+        "onnx": start(
+            "export", f"--run_dir={run_dir}", f"--export_dir={export_dir}", "--format=onnx"
+        ),
+        "missing": start(
+            "export",
+            f"--run_dir={run_dir}",
+            f"--export_dir={tmp_path}/x",
+            "--format=saved_model,tflite",
+            block="ai_edge_litert",
+        ),
+        "unknown": start(
+            "export", f"--run_dir={run_dir}", f"--export_dir={tmp_path}/y", "--format=torchscript"
+        ),
+    }
+    results = {
+        name: (proc.communicate(timeout=300), proc.returncode) for name, proc in procs.items()
+    }
+
+    (stdout, stderr), code = results["onnx"]
+    assert code == 0, stderr[-3000:]
+    lines = stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(
+        f"Exported a2b onnx (float32): {export_dir}/onnx/cyclegan_a2b_1.onnx; checked against the "
+        "Keras model at 64x64 and 37x53: max difference"
+    ), stdout
+    assert sorted(os.listdir(export_dir)) == ["onnx"]
+    for name in ("missing", "unknown"):
+        (stdout, stderr), code = results[name]
+        assert code == 2, stderr[-3000:]
+        last = stderr.strip().splitlines()[-1]
+        assert last.startswith("cyclegan-tf: error: "), stderr
+        want = "pip install 'cyclegan-tf[tflite]'" if name == "missing" else "format must be"
+        assert want in last, last
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+# -- TF Serving warmup -------------------------------------------------------------------------
+
+
+def _fields(data):
+    """Top-level protobuf fields of `data`: [(number, wire type, value)] (varints and bytes)."""
+    fields, i = [], 0
+
+    def varint():
+        nonlocal i
+        value, shift = 0, 0
+        while True:
+            byte = data[i]
+            i += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value
+
+    while i < len(data):
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            fields.append((number, wire, varint()))
+        elif wire == 2:
+            size = varint()
+            fields.append((number, wire, data[i : i + size]))
+            i += size
+        else:
+            raise AssertionError(f"unexpected wire type {wire}")
+    return fields
+
+
+def test_warmup_file_parses_to_a_request_the_model_answers(exported):
+    path = exported["paths"]["a2b"]
+    warmup = os.path.join(path, "assets.extra", "tf_serving_warmup_requests")
+    records = [r.numpy() for r in tf.data.TFRecordDataset(warmup)]
+    assert len(records) == 1  # TF Serving reads at most 1,000
+
+    # The wire format, walked by hand with the field numbers of TF Serving's .proto files:
+    # PredictionLog.predict_log = 6 -> PredictLog.request = 1 -> PredictRequest.model_spec = 1
+    # (ModelSpec.name = 1, .signature_name = 3) and .inputs = 2 (map entry: key 1, value 2).
+    [(number, _, predict_log)] = _fields(records[0])
+    assert number == 6
+    [(number, _, request)] = _fields(predict_log)
+    assert number == 1
+    by_number = {}
+    for number, _, value in _fields(request):
+        by_number.setdefault(number, []).append(value)
+    assert sorted(by_number) == [1, 2]
+    assert {n: v for n, _, v in _fields(by_number[1][0])} == {
+        1: b"cyclegan_a2b",
+        3: b"serving_default",
+    }
+    [entry] = by_number[2]
+    entry_fields = {n: v for n, _, v in _fields(entry)}
+    assert entry_fields[1] == b"images_bytes"
+    tensor = tf.make_ndarray(tensor_pb2.TensorProto.FromString(entry_fields[2]))
+
+    # The same through the message class export.py writes with.
+    log = export.prediction_log_class().FromString(records[0])
+    spec = log.predict_log.request.model_spec
+    assert (spec.name, spec.signature_name) == ("cyclegan_a2b", "serving_default")
+    assert list(log.predict_log.request.inputs) == ["images_bytes"]
+
+    # A real 32x32 PNG that the loaded model answers, like any request.
+    assert tensor.shape == (1,) and tensor[0].startswith(b"\x89PNG")
+    image = tf.io.decode_png(tensor[0]).numpy()
+    assert image.shape == (32, 32, 3) and len(np.unique(image[..., 0])) > 1
+    serving = tf.saved_model.load(path).signatures["serving_default"]
+    answer = serving(images_bytes=tf.constant(tensor))["images_bytes"].numpy()
+    translated = tf.io.decode_png(answer[0]).numpy()
+    want = images.to_uint8(_keras_reference(exported["model"].g_ab, image[None])[0])
+    np.testing.assert_array_equal(translated, want)
