@@ -20,8 +20,12 @@ code (e.g. its pretrained `horse2zebra.pth`) to a run directory that `inference.
    which records the source files and the directions present); `imported_directions` and
    `check_directions` let callers refuse a direction that was not imported.
 
-Errors about the files are `PretrainedError` (a ValueError): one line naming the file and the
-problem.
+5. `init_generators` starts a NEW training run from such generators (`train --init_from`): from a
+   run directory (imported or trained) or directly from `.pth` files, refusing an architecture
+   that differs from the new run's config; `write_init_record` writes `<run>/init.json`.
+
+Errors about the files are `PretrainedError` (an `errors.UserError`): one line naming the file and
+the problem.
 """
 
 from __future__ import annotations
@@ -47,14 +51,15 @@ import numpy as np
 import tensorflow as tf
 
 import cyclegan_tf
-from cyclegan_tf import checkpoints, generators
+from cyclegan_tf import checkpoints, errors, generators, rundir
 from cyclegan_tf import config as config_lib
 
 # The directions and their checkpoint object names, as in `inference.DIRECTIONS` and
 # `inference.GENERATOR_NAMES` (not imported from there: inference may check imported runs here).
 DIRECTIONS = ("a2b", "b2a")
 GENERATOR_NAMES = {"a2b": "g_ab", "b2a": "g_ba"}
-IMPORTED_FILE = "imported.json"
+IMPORTED_FILE = rundir.IMPORTED_FILE  # "imported.json"; `rundir.check` refuses to train into it
+INIT_FILE = rundir.INIT_FILE  # "init.json", see `init_generators`
 
 # The legacy format's first two pickles (torch/serialization.py).
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -63,8 +68,9 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
-class PretrainedError(ValueError):
-    """A PyTorch file that cannot (or must not) be imported; the message says which and why."""
+class PretrainedError(errors.UserError):
+    """A PyTorch file that cannot (or must not) be imported, or generators that cannot start a run
+    (`init_generators`); the message says which and why."""
 
 
 # -- reading state_dict files ----------------------------------------------------------------
@@ -787,24 +793,24 @@ def import_torch(
       `output_dir`.
 
     Raises:
-      PretrainedError: an unusable or unsafe file, files of two different architectures, or a
-        generator other than the one asked for.
-      ValueError: a bad direction or generator name, or an existing non-empty `output_dir`.
+      PretrainedError: an unusable or unsafe file, files of two different architectures, a
+        generator other than the one asked for, or an existing non-empty `output_dir`.
+      errors.ConfigError: a bad direction or generator name.
     """
     # 1. Arguments and destination.
     if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be a2b or b2a. Received: direction={direction!r}")
+        raise errors.ConfigError(f"direction must be a2b or b2a. Received: direction={direction!r}")
     if weights_b2a is not None and direction != "a2b":
-        raise ValueError(
+        raise errors.ConfigError(
             "weights_b2a is the b2a file to go with a2b weights; with direction=b2a pass one file."
         )
     if generator != "auto" and generator not in config_lib.GENERATORS:
-        raise ValueError(
+        raise errors.ConfigError(
             f"generator must be auto or one of {', '.join(config_lib.GENERATORS)}. "
             f"Received: generator={generator!r}"
         )
     if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
-        raise ValueError(
+        raise PretrainedError(
             f"{output_dir} already exists and is not empty; choose a new --output_dir."
         )
 
@@ -937,6 +943,140 @@ def check_directions(run_dir: str, directions: tuple[str, ...] | list[str]) -> N
             f"{run_dir} was imported with {'/'.join(available) or 'no direction'} only (from "
             f"{names}); it has no {missing[0]} generator: {other}import again with both files "
             "(--weights=<a2b .pth> --weights_b2a=<b2a .pth>)."
+        )
+
+
+# -- starting a new run from pretrained generators ---------------------------------------------
+
+
+def init_generators(
+    targets: Mapping[str, keras.Model],
+    source: str | Mapping[str, str],
+    model_config: config_lib.ModelConfig,
+    run_dir: str | None = None,
+    resuming: bool = False,
+) -> dict:
+    """Sets the generators of a new run from a run directory or official `.pth` files.
+
+    What `train --init_from` does after building the model and before writing the run directory:
+    the discriminators, optimizers and counters stay fresh; only the generators start from the
+    source. The source's architecture (generator, ngf, dropout, norm) must be the new run's.
+
+    Args:
+      targets: direction -> the new run's generator ({"a2b": g_ab, "b2a": g_ba}), built from
+        `model_config`.
+      source: a run directory (trained or imported: its latest checkpoint, every direction it
+        has); a `.pth` file (initialises g_ab); or {direction: .pth file}.
+      model_config: the new run's model section.
+      run_dir: the new run's directory (checked when `resuming`).
+      resuming: whether `run_dir` holds a run about to be resumed. Allowed only when that run was
+        started from the same source (re-running the same command after an interruption; its
+        checkpoint then replaces these weights), else refused: --init_from starts new runs.
+
+    Returns:
+      The record for `write_init_record`: {"init_from": absolute path (or {direction: path}),
+      "kind": "run" | "pytorch", "directions": [...], and the checkpoint and step of a run or the
+      sha256 of every file}.
+
+    Raises:
+      PretrainedError: an unusable source, another architecture (the message names the field and
+        the flag to pass), or a resumed run that did not start from this source.
+      rundir.RunDirError, checkpoints.CheckpointError: an unusable source run directory.
+    """
+    # 1. What the source is, and whether it may be applied here.
+    if isinstance(source, Mapping):
+        files = {d: os.path.abspath(p) for d, p in source.items()}
+        for direction in files:
+            if direction not in DIRECTIONS:
+                raise errors.ConfigError(f"init_from directions must be a2b/b2a: {direction!r}")
+        origin: str | dict[str, str] = files
+    elif os.path.isdir(source):
+        files, origin = None, os.path.abspath(source)
+    elif os.path.isfile(source):
+        files = {"a2b": os.path.abspath(source)}
+        origin = files["a2b"]
+    else:
+        raise PretrainedError(
+            f"--init_from={source} does not exist; pass a run directory (trained, or written by "
+            "`cyclegan-tf import-torch`) or a PyTorch generator .pth file."
+        )
+    if resuming:
+        _check_same_init(run_dir, origin)
+    record = {"init_from": origin, "kind": "run" if files is None else "pytorch"}
+
+    # 2. Load it into the targets.
+    if files is None:
+        saved = rundir.require_config(origin)
+        found = {
+            "generator": saved.model.generator,
+            "ngf": saved.model.ngf,
+            "dropout": saved.model.dropout,
+            "norm": saved.model.norm,
+        }
+        _check_architecture(origin, found, model_config)
+        directions = imported_directions(origin)
+        check_directions(origin, directions)
+        path = checkpoints.resolve_checkpoint(origin)
+        checkpoints.restore_generators(path, **{GENERATOR_NAMES[d]: targets[d] for d in directions})
+        record.update(checkpoint=path, step=checkpoints.step_of(path))
+        if os.path.isfile(os.path.join(origin, IMPORTED_FILE)):
+            with open(os.path.join(origin, IMPORTED_FILE)) as f:
+                record["imported"] = json.load(f).get("sources")
+    else:
+        directions = tuple(d for d in DIRECTIONS if d in files)
+        record["sha256"] = {}
+        for direction in directions:
+            state_dict, _, digest = _read(files[direction])
+            layout = infer_layout(state_dict, files[direction])
+            _check_architecture(files[direction], layout.to_dict(), model_config)
+            assign(targets[direction], state_dict, layout, source=files[direction])
+            record["sha256"][direction] = digest
+    record["directions"] = list(directions)
+    record["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return record
+
+
+def write_init_record(run_dir: str, record: dict) -> str:
+    """Writes `record` (from `init_generators`) as `<run_dir>/init.json`, atomically."""
+    path = os.path.join(run_dir, INIT_FILE)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+def _check_architecture(source: str, found: dict, model: config_lib.ModelConfig) -> None:
+    """Refuses a source whose generator differs from the new run's, naming the field."""
+    wanted = {
+        "generator": model.generator,
+        "ngf": model.ngf,
+        "dropout": model.dropout,
+        "norm": model.norm,
+    }
+    for key, value in found.items():
+        if value != wanted[key]:
+            flag = {True: "--dropout", False: "--nodropout"}[value] if key == "dropout" else None
+            raise PretrainedError(
+                f"--init_from={source} holds a {found['generator']} generator with "
+                f"{key}={value!r}, but the new run's config has {key}={wanted[key]!r}: pass "
+                f"{flag or f'--{key}={value}'} so that both have the same architecture."
+            )
+
+
+def _check_same_init(run_dir: str | None, origin: str | dict[str, str]) -> None:
+    """Resuming with --init_from: only the run that command started (same source)."""
+    path = os.path.join(run_dir or "", INIT_FILE)
+    try:
+        with open(path) as f:
+            started_from = json.load(f).get("init_from")
+    except (OSError, ValueError, AttributeError):
+        started_from = None
+    if started_from != origin:
+        raise PretrainedError(
+            f"--init_from starts a new run, but {run_dir!r} already holds one (not started from "
+            "this --init_from): pass a new --output_dir, --noresume --overwrite to replace it, or "
+            "drop --init_from to resume it."
         )
 
 

@@ -6,77 +6,17 @@ import os
 import tarfile
 import urllib.error
 
+import fixtures
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from cyclegan_tf import metrics
 
-STANDIN_SIZE = 16  # the stand-in resizes to 16 x 16 where the real graph resizes to 299 x 299
-
-
-def _const(graph_def, name, value):
-    node = graph_def.node.add()
-    node.name, node.op = name, "Const"
-    node.attr["dtype"].type = tf.float32.as_datatype_enum
-    node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(np.asarray(value, np.float32)))
-
-
-def _standin_graph_def():
-    """A small GraphDef shaped like TTUR's 2015 Inception graph.
-
-    Same tensor names (`Cast` [H, W, 3] -> `ExpandDims` -> ... -> `pool_3` [N, 1, 1, 2048]), a TF1
-    bilinear resize (no half-pixel centres), an old `Concat`, the fixed-batch `pool_3/_reshape`,
-    `_output_shapes` with batch 1 on every node, and a `BatchNormWithGlobalNormalization` node with
-    producer version 8: TF 2.21 refuses to create that op (removed at GraphDef version 9), so its
-    NodeDef is written by hand, as the real graph has 14 of them.
-    """
-    rng = np.random.default_rng(0)
-    graph = tf.compat.v1.Graph()
-    with graph.as_default():
-        image = tf.compat.v1.placeholder(tf.float32, [None, None, 3], name="Cast")
-        batch = tf.expand_dims(image, 0, name="ExpandDims")
-        resized = tf.raw_ops.ResizeBilinear(
-            images=batch,
-            size=tf.constant([STANDIN_SIZE, STANDIN_SIZE]),
-            align_corners=False,
-            half_pixel_centers=False,
-            name="ResizeBilinear",
-        )
-        scaled = tf.multiply(tf.subtract(resized, 128.0, name="Sub"), 1 / 128, name="Mul")
-        kernel = rng.normal(size=(3, 3, 3, 8)).astype(np.float32)
-        conv = tf.nn.conv2d(scaled, kernel, 1, "VALID", name="conv")
-        stub = tf.identity(conv, name="conv/batchnorm")  # becomes the BN node below
-        hidden = tf.nn.relu(stub, name="conv_1")
-        crop = scaled[:, 1:-1, 1:-1, :]
-        joined = tf.raw_ops.Concat(concat_dim=tf.constant(3), values=[hidden, crop], name="join")
-        kernel = rng.normal(size=(1, 1, 11, metrics.FEATURE_DIM)).astype(np.float32)
-        wide = tf.nn.conv2d(joined, kernel, 1, "VALID", name="conv_2")
-        side = STANDIN_SIZE - 2
-        pool = tf.nn.avg_pool2d(wide, side, 1, "VALID", name="pool_3")
-        tf.reshape(pool, [1, metrics.FEATURE_DIM], name="pool_3/_reshape")
-    graph_def = graph.as_graph_def(add_shapes=True)
-    for name, value in [
-        ("mean", rng.normal(size=8)),
-        ("variance", rng.uniform(0.5, 2.0, 8)),
-        ("beta", rng.normal(size=8)),
-        ("gamma", rng.uniform(0.5, 2.0, 8)),
-    ]:
-        _const(graph_def, f"conv/batchnorm/{name}", value)
-    (node,) = [n for n in graph_def.node if n.name == "conv/batchnorm"]
-    node.op = "BatchNormWithGlobalNormalization"
-    node.input.extend([f"conv/batchnorm/{k}" for k in ("mean", "variance", "beta", "gamma")])
-    node.attr["variance_epsilon"].f = 1e-3
-    node.attr["scale_after_normalization"].b = True
-    graph_def.versions.producer = 8
-    return graph_def
-
 
 @pytest.fixture(scope="module")
 def graph_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("standin") / metrics.GRAPH_FILE
-    path.write_bytes(_standin_graph_def().SerializeToString())
-    return str(path)
+    return fixtures.write_standin_inception_graph(tmp_path_factory.mktemp("standin"))
 
 
 @pytest.fixture(scope="module")

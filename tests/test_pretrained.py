@@ -10,12 +10,27 @@ import io
 import json
 import os
 import pickle
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
+import PIL.Image
 import pytest
 
-from cyclegan_tf import checkpoints, generators, inference, pretrained
+from cyclegan_tf import (
+    checkpoints,
+    config,
+    errors,
+    export,
+    generators,
+    inference,
+    pretrained,
+    rundir,
+    train,
+    trainer,
+    translate,
+)
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "torch")
 
@@ -425,3 +440,156 @@ def test_corrupt_files_are_refused_in_one_line(tmp_path):
             pretrained.load_state_dict(path)
         message = str(error.value)
         assert path in message and reason in message and "\n" not in message, message
+
+
+# -- imported runs in the rest of the package ------------------------------------------------
+
+
+def _legacy_generator():
+    """The resnet6_legacy fixture as a Keras generator (resnet_6blocks, ngf 4)."""
+    state_dict = pretrained.load_state_dict(_path("resnet6_legacy"))
+    return pretrained.to_keras(state_dict, pretrained.infer_layout(state_dict))
+
+
+def test_errors_are_user_errors():
+    assert issubclass(pretrained.PretrainedError, errors.UserError)
+    with pytest.raises(errors.UserError):
+        pretrained.load_state_dict("/nonexistent.pth")
+
+
+def test_load_run_and_export_of_a_one_direction_import(tmp_path):
+    run_dir = str(tmp_path / "run")
+    pretrained.import_torch(_path("resnet6_legacy"), "a2b", run_dir)
+    with pytest.raises(pretrained.PretrainedError, match="imported with a2b only") as error:
+        inference.load_run(run_dir, directions=("b2a",), precision="float32")
+    assert "\n" not in str(error.value) and "--direction=a2b" in str(error.value)
+    # Export takes the directions the run has by default; asking for the other one is refused.
+    export_dir = str(tmp_path / "exported")
+    paths = export.export_run(run_dir, export_dir)
+    assert paths == {"saved_model": {"a2b": os.path.join(export_dir, "cyclegan_a2b", "1")}}
+    with pytest.raises(pretrained.PretrainedError, match="no b2a generator"):
+        export.export_run(run_dir, export_dir, directions=("a2b", "b2a"))
+    assert sorted(os.listdir(export_dir)) == ["cyclegan_a2b"]
+
+
+def test_training_into_an_imported_run_is_refused_with_init_from_suggested(tmp_path):
+    run_dir = str(tmp_path / "run")
+    pretrained.import_torch(_path("resnet6_legacy"), "a2b", run_dir)
+    saved = inference.read_run_config(run_dir)  # even the imported run's own config
+    for cfg in (config.preset("tiny"), saved):
+        for resume, overwrite in ((True, False), (False, True)):
+            with pytest.raises(rundir.RunDirError, match="imported from PyTorch") as error:
+                rundir.check(cfg, run_dir, resume, overwrite)
+            message = str(error.value)
+            assert "\n" not in message and f"--init_from={run_dir}" in message
+    assert sorted(os.listdir(run_dir)) == ["checkpoints", "config.json", "imported.json"]
+
+
+@pytest.mark.parametrize("kind", ["run", "pth"])
+def test_init_from_sets_the_generators_of_a_new_run(tmp_path, kind):
+    weights = _path("resnet6_legacy")
+    source = weights
+    if kind == "run":
+        source = str(tmp_path / "imported")
+        pretrained.import_torch(weights, "a2b", source)
+    cfg = config.preset("tiny", ngf=4, precision="float32")  # resnet_6blocks, like the file
+    expected = [w.numpy() for w in _legacy_generator().weights]
+
+    # 1. Right after the init: g_ab is the imported generator; g_ba (not imported) stays fresh.
+    model = trainer.CycleGAN(cfg, steps_per_epoch=8)
+    fresh_ba = [w.numpy() for w in model.g_ba.weights]
+    targets = {"a2b": model.g_ab, "b2a": model.g_ba}
+    record = pretrained.init_generators(targets, source, cfg.model)
+    assert [w.shape for w in model.g_ab.weights] == [w.shape for w in expected]
+    for got, want in zip(model.g_ab.weights, expected):
+        np.testing.assert_array_equal(got.numpy(), want)
+    for got, want in zip(model.g_ba.weights, fresh_ba):
+        np.testing.assert_array_equal(got.numpy(), want)
+    assert record["directions"] == ["a2b"] and record["init_from"] == os.path.abspath(source)
+
+    # 2. Through train(): the run records its start in init.json; one Adam step of lr 2e-4 from
+    # the imported weights moves each of them by at most the learning rate.
+    run_dir = str(tmp_path / "new")
+    train.train(cfg.replace(max_steps=1), run_dir, verbose=0, init_from=source)
+    with open(os.path.join(run_dir, "init.json")) as f:
+        init = json.load(f)
+    assert init["init_from"] == os.path.abspath(source) and init["directions"] == ["a2b"]
+    if kind == "pth":
+        with open(weights, "rb") as f:
+            assert init["sha256"] == {"a2b": hashlib.sha256(f.read()).hexdigest()}
+    else:
+        assert init["kind"] == "run" and init["checkpoint"].endswith("ckpt-0")
+        assert init["imported"]["a2b"]["file"] == os.path.abspath(weights)
+    trained = inference.load_run(run_dir, precision="float32").generators["a2b"]
+    moved = max(float(np.abs(w.numpy() - e).max()) for w, e in zip(trained.weights, expected))
+    assert 0 < moved <= 2.1e-4, moved
+    if kind == "pth":
+        return
+
+    # 3. The same command again resumes; another source, or another architecture, is refused.
+    assert train.train(cfg.replace(max_steps=2), run_dir, verbose=0, init_from=source).step == 2
+    other = str(tmp_path / "other")
+    pretrained.import_torch(weights, "a2b", other)
+    with pytest.raises(pretrained.PretrainedError, match="already holds one") as error:
+        train.train(cfg.replace(max_steps=3), run_dir, verbose=0, init_from=other)
+    assert "\n" not in str(error.value)
+    fresh = tmp_path / "fresh"
+    with pytest.raises(pretrained.PretrainedError, match=r"ngf=4.*ngf=8: pass --ngf=4") as error:
+        train.train(config.preset("tiny", max_steps=1), str(fresh), verbose=0, init_from=source)
+    assert "\n" not in str(error.value) and not fresh.exists()
+
+
+def _cli(*args):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run(
+        [sys.executable, "-m", "cyclegan_tf.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+def _one_line_exit_2(proc, fragment):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and fragment in lines[0], proc.stderr
+
+
+@pytest.mark.slow
+def test_cli_import_torch_end_to_end(tmp_path):
+    run = tmp_path / "run"
+    weights = _path("resnet6_legacy")
+    proc = _cli("import-torch", f"--weights={weights}", "--direction=a2b", f"--output_dir={run}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"Imported into run directory {run}" in proc.stdout
+    assert "Architecture: resnet_6blocks, ngf 4, dropout off, instance norm" in proc.stdout
+    assert f"Direction a2b (g_ab): {weights}" in proc.stdout
+    # The run translates like the PyTorch generator (within a uint8 level of its float output).
+    reference = np.load(os.path.join(DATA, "resnet6_legacy.npz"))
+    image = tmp_path / "in.png"
+    PIL.Image.fromarray(reference["x_odd"][0]).save(image)
+    out = str(tmp_path / "out")
+    summary = translate.translate(str(run), str(image), out, verbose=False, precision="float32")
+    got = np.asarray(PIL.Image.open(summary.written[0]))
+    want = (reference["y_odd"][0] + 1.0) * 127.5
+    assert np.abs(got.astype(np.float32) - want).max() <= 1.0
+    # Training into it, a direction it does not have: one line each.
+    _one_line_exit_2(_cli("train", f"--output_dir={run}", "--preset=tiny"), "--init_from=")
+    proc = _cli("translate", f"--model={run}", "--direction=b2a", f"--input={image}", "--output=o")
+    _one_line_exit_2(proc, "imported with a2b only")
+    proc = _cli("import-torch", f"--weights={weights}", "--direction=both", "--output_dir=x")
+    _one_line_exit_2(proc, "--direction=a2b or b2a")
+    proc = _cli(
+        "import-torch", f"--weights={weights}", "--generator=unet_256", f"--output_dir={run}2"
+    )
+    _one_line_exit_2(proc, "holds a resnet_6blocks generator, not unet_256")
+    _one_line_exit_2(_cli("train", "--output_dir=x", "--generator=auto"), "generator must be")
+    # A malicious file: refused, nothing run, nothing written.
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(_legacy(pickle.dumps(_System(f"touch {marker}"), protocol=2)))
+    before = sorted(os.listdir(tmp_path))
+    proc = _cli("import-torch", f"--weights={evil}", f"--output_dir={tmp_path / 'evil_run'}")
+    _one_line_exit_2(proc, "the file may be malicious")
+    assert not marker.exists() and sorted(os.listdir(tmp_path)) == before
