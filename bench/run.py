@@ -2,9 +2,17 @@
 
     /work/venv/bin/python bench/run.py            # full: 128 and 256 px, ~15-20 minutes
     /work/venv/bin/python bench/run.py --quick    # 128 px only, one repeat, ~4 minutes
+    /work/venv/bin/python bench/run.py --startup  # start-up vs dataset size only, ~2 minutes
 
-Prints a table and writes it into bench/RESULTS.md (between the `bench:begin`/`bench:end`
-markers; the hand-written log of experiments around them is kept).
+Prints a table and writes it into bench/RESULTS.md, in the block of this machine's kind (between
+`<!-- bench:begin KIND -->` and `<!-- bench:end KIND -->`, KIND from the CPU's vector features:
+`avx512_bf16`, `avx512`, `avx2`, ...; a new kind gets a new block, the others are kept, and so is
+the hand-written log of experiments around them).
+
+Precisions: every precision this machine computes natively (float32, plus mixed_bfloat16 where
+the CPU has AVX512_BF16/AMX; emulated bfloat16 is 7-8x slower than float32 and only measured on
+request with --precisions), and `auto` (what `cyclegan-tf train` picks here), which is reported
+as the row of the precision it resolves to.
 
 Every configuration runs in its own process (`bench/worker.py`), one at a time (the machine has
 2 cores), the PyTorch yardstick interleaved with ours in each repeat; figures are medians over
@@ -24,6 +32,12 @@ Measured:
   SavedModel   one generator exported and loaded back, 256x256 batch 1, images/s; compared with
                the yardstick's generator forward in PyTorch eager (no_grad)
   RSS          peak resident memory of the process
+
+`--startup` measures only how opening a folder dataset scales with its size (`worker.py
+startup`): folders of 1k, 10k and 100k 8x8 PNGs (generated once into /tmp and reused), each
+opened twice against one run directory, as `train()` opens it (first start: no file_checks.json,
+every file decoded; second start: the record reused), timed from `data.load` to the first batch.
+It writes its own block (`startup-KIND`) in RESULTS.md's "Start-up vs dataset size" section.
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -44,10 +59,30 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "worker.py")
 RESULTS = os.path.join(HERE, "RESULTS.md")
-BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
 
 import worker  # noqa: E402  (bench/worker.py: TORCH_ANCHOR)
+
+from cyclegan_tf import precision as precision_lib  # noqa: E402  (no TensorFlow import)
+
+
+def machine_kind(cpu: precision_lib.CpuInfo) -> str:
+    """The RESULTS.md block a CPU's figures go to: its best vector feature for this workload."""
+    for flag in ("amx_bf16", "avx512_bf16", "avx512f", "avx2"):
+        if flag in cpu.flags:
+            return {"avx512f": "avx512"}.get(flag, flag)
+    return cpu.machine or "unknown"
+
+
+def markers(kind: str) -> tuple[str, str]:
+    return f"<!-- bench:begin {kind} -->", f"<!-- bench:end {kind} -->"
+
+
+def default_precisions(cpu: precision_lib.CpuInfo) -> list[str]:
+    """float32, and mixed_bfloat16 where this CPU computes it natively."""
+    return ["float32", "mixed_bfloat16"] if cpu.native_bfloat16 else ["float32"]
+
 
 # ------------------------------------------------------------------------------------------------
 # Machine noise
@@ -170,7 +205,11 @@ def variants(args, size: int) -> list[tuple[str, str, list[str]]]:
     `cyclegan-tf train` runs it (Grappler's meta optimizer off, `train.configure_tensorflow`),
     per precision, and at 128 px also with Grappler on (what that setting saves)."""
     short = {"float32": "fp32", "mixed_bfloat16": "bf16", "mixed_float16": "fp16"}
-    out = [(short.get(p, p), p, []) for p in args.precisions]
+
+    def label(p):
+        return short.get(p, p) + (" (= auto)" if p == args.auto else "")
+
+    out = [(label(p), p, []) for p in args.precisions]
     if size == 128 and not args.no_variants:
         out += [(f"{short.get(p, p)}, Grappler on", p, GRAPPLER_ON) for p in args.precisions]
     return out
@@ -227,7 +266,7 @@ def measure(args) -> dict:
         pipeline = functools.partial(tf_worker, "pipeline", "--batches", str(args.pipeline_batches))
         r = record("pipeline", "", pipeline)
         log(f"pipeline: {r['images_per_s']:.0f} images/s")
-        for precision in ("float32", "mixed_bfloat16"):
+        for precision in args.precisions:
             saved = functools.partial(tf_worker, "savedmodel", "--precision", precision)
             r = record("savedmodel", precision, saved)
             log(f"SavedModel 256px {precision}: {r['images_per_s']:.2f} images/s")
@@ -318,11 +357,8 @@ def render(summary, args, started: str, elapsed: float) -> str:
     import keras
     import tensorflow as tf
 
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line),
-        platform.processor(),
-    )
-    flags = open("/proc/cpuinfo").read()
+    cpu_info = precision_lib.cpu_info()
+    auto = precision_lib.resolve("auto", precision_lib.Devices(gpus=(), cpu=cpu_info)).precision
     torch_version = "-"
     if any(r["config"].startswith("PyTorch") for r in summary["rows"]):
         probe = subprocess.run(
@@ -333,8 +369,9 @@ def render(summary, args, started: str, elapsed: float) -> str:
         torch_version = probe.stdout.strip()
     lines = [
         f"Run {started} UTC, {elapsed / 60:.1f} min, command: `{' '.join(args.argv)}`",
-        f"CPU: {cpu}, {os.cpu_count()} cores"
-        f"{', AVX512_BF16' if 'avx512_bf16' in flags else ''}; "
+        f"CPU: {cpu_info.model}, {os.cpu_count()} cores, vector features "
+        f"{' '.join(cpu_info.vector_features) or 'unknown'} "
+        f"(machine kind `{machine_kind(cpu_info)}`; `--precision=auto` resolves to {auto}); "
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}, PyTorch {torch_version}, "
         f"Python {platform.python_version()}. Load average at the end: "
         f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}.",
@@ -404,18 +441,67 @@ def render(summary, args, started: str, elapsed: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(block: str) -> None:
-    text = (
-        open(RESULTS).read()
-        if os.path.exists(RESULTS)
-        else f"# Benchmark results\n\n{BEGIN}\n{END}\n"
-    )
-    if BEGIN not in text:
-        text += f"\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1] if END in rest else ""
+def write_results(block: str, kind: str, title: str | None = None) -> None:
+    """Replaces the block of machine kind `kind` in RESULTS.md, or appends one for a new kind
+    (under `title`, default "Machine kind `kind`")."""
+    begin, end = markers(kind)
+    text = open(RESULTS).read() if os.path.exists(RESULTS) else "# Benchmark results\n"
+    if begin not in text:
+        text += f"\n## {title or f'Machine kind `{kind}`'}\n\n{begin}\n{end}\n"
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1] if end in rest else ""
     with open(RESULTS, "w") as f:
-        f.write(f"{head}{BEGIN}\n{block}{END}{tail}")
+        f.write(f"{head}{begin}\n{block}{end}{tail}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Start-up against the dataset's size (--startup)
+
+
+def measure_startup(args) -> list[dict]:
+    """A first and a second start per folder size, each in a fresh process after quiet."""
+    runs = []
+    for images in args.startup_sizes:
+        run_dir = tempfile.mkdtemp(prefix="bench_startup_run_")
+        try:
+            for _ in ("first", "second"):
+                wait_quiet(args.quiet_wait)
+                r = tf_worker("startup", "--images", str(images), "--run_dir", run_dir)
+                log(
+                    f"{images} images, {r['start']} start: {r['total_s']:.2f} s to the first "
+                    f"batch (load {r['load_s']:.2f}, {r['decoded']} decoded), load "
+                    f"{r['foreign_cores']:.2f}"
+                )
+                runs.append(r)
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    return runs
+
+
+def render_startup(runs: list[dict], args, started: str) -> str:
+    import tensorflow as tf
+
+    cpu = precision_lib.cpu_info()
+    bf16 = "with" if "avx512_bf16" in cpu.flags else "without"
+    lines = [
+        f"Run {started} UTC, command: `{' '.join(args.argv)}`",
+        f"CPU: {cpu.model} (`grep -m1 'model name' /proc/cpuinfo`), {os.cpu_count()} cores, "
+        f"flags {bf16} avx512_bf16; TensorFlow {tf.__version__}, Python "
+        f"{platform.python_version()}. Load average at the end: "
+        f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}.",
+        "",
+        "| images (8x8 PNG, half per domain) | start | files decoded | data.load s | "
+        "file_checks.json written s | first batch s | data.load to first batch s | record MB | "
+        "foreign load (cores) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        lines.append(
+            f"| {r['images']:,} | {r['start']} | {r['decoded']:,} | {r['load_s']:.2f} | "
+            f"{r['save_s']:.2f} | {r['first_batch_s']:.2f} | {r['total_s']:.2f} | "
+            f"{r['record_mb']:.1f} | {r['foreign_cores']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> None:
@@ -423,7 +509,11 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="128 px, one repeat, fewer steps")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of every step config")
     parser.add_argument("--sizes", default="128,256")
-    parser.add_argument("--precisions", default="float32,mixed_bfloat16")
+    parser.add_argument(
+        "--precisions",
+        default="",
+        help="comma-separated; default: the precisions this CPU computes natively (plus auto)",
+    )
     parser.add_argument("--steps", type=int, default=5, help="timed steps after the first")
     parser.add_argument("--extra-repeats", type=int, default=2, help="pipeline/SavedModel runs")
     parser.add_argument("--pipeline-batches", type=int, default=300)
@@ -438,13 +528,37 @@ def main(argv=None) -> None:
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch yardstick")
     parser.add_argument("--no-write", action="store_true", help="print only; keep RESULTS.md")
     parser.add_argument("--json", default="", help="also save the raw runs here")
+    parser.add_argument(
+        "--startup", action="store_true", help="only start-up vs dataset size (worker startup)"
+    )
+    parser.add_argument("--startup-sizes", default="1000,10000,100000", help="images per folder")
     args = parser.parse_args(argv)
     args.argv = ["bench/run.py", *(sys.argv[1:] if argv is None else argv)]
+    if args.startup:
+        args.startup_sizes = [int(n) for n in args.startup_sizes.split(",")]
+        started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+        runs = measure_startup(args)
+        block = render_startup(runs, args, started)
+        print("\n" + block)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(runs, f, indent=1, default=str)
+        if not args.no_write:
+            kind = machine_kind(precision_lib.cpu_info())
+            write_results(block, f"startup-{kind}", f"Start-up vs dataset size (`{kind}`)")
+            log(f"wrote {os.path.relpath(RESULTS)}")
+        return
     if args.quick:
         args.sizes, args.repeats, args.steps, args.extra_repeats = "128", 1, 3, 1
         args.pipeline_batches = 150
     args.sizes = [int(s) for s in args.sizes.split(",")]
-    args.precisions = args.precisions.split(",")
+    cpu = precision_lib.cpu_info()
+    args.precisions = args.precisions.split(",") if args.precisions else default_precisions(cpu)
+    auto = precision_lib.resolve("auto", precision_lib.Devices(gpus=(), cpu=cpu)).precision
+    if auto not in args.precisions:
+        args.precisions.append(auto)
+    args.auto = auto
+    log(f"CPU {cpu.describe()}: precisions {', '.join(args.precisions)} (auto -> {auto})")
 
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
     t0 = time.time()
@@ -456,7 +570,7 @@ def main(argv=None) -> None:
         with open(args.json, "w") as f:
             json.dump({"summary": summary, "data": data}, f, indent=1, default=str)
     if not args.no_write:
-        write_results(block)
+        write_results(block, machine_kind(precision_lib.cpu_info()))
         log(f"wrote {os.path.relpath(RESULTS)}")
 
 

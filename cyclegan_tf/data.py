@@ -7,21 +7,30 @@ Sources, named by one string (`DataConfig.dataset`):
     read as a folder.
   * `tfds:cycle_gan/<config>` (or `cycle_gan/<config>` when no such local folder exists): the TFDS
     `cycle_gan` builder (configs: `tfds_configs()`), splits trainA/trainB/testA/testB. The split's
-    ENCODED images are loaded into memory once (`SkipDecoding`), so any sample can be gathered by
-    index; this also works under `tfds.testing.mock_data`, which yields encoded PNGs.
+    ENCODED images are read into memory once (`SkipDecoding`) into one numpy object array, and a
+    sample is fetched by index with `tf.numpy_function`: the bytes are held once, never copied
+    into a `tf.constant` (which would double the memory and, inside a dataset graph, hit the 2 GB
+    GraphDef limit). TFDS 4.9's random-access `as_data_source` needs the ArrayRecord format,
+    while `cycle_gan` is prepared as TFRecord, so it is not used. This also works under
+    `tfds.testing.mock_data`, which yields encoded PNGs.
   * a folder with trainA/ and trainB/ (testA/ and testB/ optional), searched recursively, files
     sorted by relative path.
 
-Decoding: `tf.io.decode_image(channels=3, expand_animations=False)`, so JPEG, PNG (grey, RGBA,
-palette, 16-bit: scaled to 8 bits), BMP, GIF (first frame) and WebP all become RGB uint8.
+Decoding: `images.decode_rgb`, so JPEG, PNG (grey, RGBA, palette, 16-bit: scaled to 8 bits), BMP,
+GIF (first frame) and WebP all become RGB uint8.
 
 Bad input policy (folders):
-  * Files whose extension is not an image extension (`IMAGE_EXTENSIONS`) are ignored, with one
-    warning per folder that counts them; hidden files (".name") are ignored silently.
+  * Files whose extension is not an image extension (`images.IMAGE_EXTENSIONS`) are ignored,
+    with one warning per folder that counts them; hidden files (".name") are ignored silently.
   * Every image file is decoded once when the source is loaded; a file that does not decode
     (corrupt, truncated, empty, not really an image) is skipped with a warning naming it, then a
     count. Skipping happens before indexing, so indices, shuffles and resumption stay
     deterministic for a given set of files.
+  * `FileChecks` remembers each file's verdict by (path, size, modification time), in the run
+    directory when training: a later start decodes only new or changed files, so starting again
+    costs a stat per file instead of a decode. A header check would be cheaper on the first start
+    but is not enough: a truncated JPEG or PNG has a valid header and fails only when decoded,
+    which would stop a run mid-way (or, skipped then, shift the stream and break resumption).
   * A missing folder, a missing or image-less trainA/trainB, or a domain where no file decodes
     raises `DataError`: a one-line `ValueError` that names the problem and what to do.
 
@@ -29,9 +38,12 @@ Training stream (`Unpaired.train`): unpaired batches `(real_a, real_b)`, float32
 Sample number `g` (a global counter: step * batch_size + position in the batch) takes, in each
 domain of n images, position `g % n` of the permutation number `g // n` of that domain: each
 domain is an endless series of passes, each pass shuffled with its own stateless seed, so the
-shorter domain is cycled and reshuffled. An epoch is max(|A|, |B|) samples. All randomness
+shorter domain is cycled and reshuffled. The permutation is never built: `index_shuffle` gives
+one position of it in O(1) per sample. An epoch is max(|A|, |B|) samples. All randomness
 (shuffles, crops, flips) is `tf.random.stateless_*` with seeds derived from (seed, domain, pass or
 sample number): `train(start_step=k)` yields exactly the batches k, k+1, ... of `train()`.
+Under a distribution strategy each input pipeline (one per worker) computes only the samples of
+its own replicas (`input_context`); together the pipelines yield exactly the global stream.
 
 Train preprocessing follows the official `get_transform` (`preprocess`):
   * resize_and_crop: resize to load_size x load_size (bicubic), random crop_size crop.
@@ -56,19 +68,23 @@ two round to multiples of 4.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import math
 import os
 import socket
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from cyclegan_tf import config as config_lib
 from cyclegan_tf import errors, synthetic
+from cyclegan_tf import images as images_lib
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 TFDS_PREFIX = "tfds:"
 TFDS_BUILDER = "cycle_gan"
 DOMAINS = ("a", "b")
@@ -86,14 +102,88 @@ class DataError(errors.UserError):
 
 @dataclasses.dataclass(frozen=True)
 class _Images:
-    """One split of one domain: `items[i]` is a file path (from_files) or encoded image bytes."""
+    """One split of one domain: `items[i]` is a file path (from_files: a tuple of str) or the
+    encoded bytes of image i (a numpy object array, held once; see `_reader`)."""
 
-    items: tuple[bytes | str, ...]
+    items: Sequence[str] | np.ndarray
     names: tuple[str, ...]
     from_files: bool
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+class FileChecks:
+    """Which image files decode, remembered by (path, size, modification time) between starts.
+
+    `load(..., file_checks=checks)` decodes only the files this record does not know in their
+    current size and modification time, and records their verdicts. `read` never fails (a
+    missing, unreadable or foreign file is an empty record); `save_to(path)` writes the record
+    atomically and then keeps it written whenever it learns more (e.g. when a test split is
+    checked later), so a run writes it only once it owns its directory.
+
+    A file edited in place without changing its size or modification time is not noticed (as
+    with make and rsync's quick check).
+    """
+
+    VERSION = 1
+
+    def __init__(self, entries: dict[str, list] | None = None):
+        self._entries: dict[str, list] = dict(entries or {})
+        self._seen: set[str] = set()
+        self._path: str | None = None
+        self._read_from: str | None = None
+        self.decoded = 0  # files decoded through this record (tests, bench)
+
+    @classmethod
+    def read(cls, path: str) -> FileChecks:
+        try:
+            with open(path) as f:
+                record = json.load(f)
+            if record.get("version") == cls.VERSION and isinstance(record.get("files"), dict):
+                checks = cls(record["files"])
+                checks._read_from = path
+                return checks
+        except (OSError, ValueError, AttributeError):
+            pass
+        return cls()
+
+    def decodable(self, paths: list[str]) -> set[str]:
+        """The paths that decode: known verdicts reused, the others decoded and recorded."""
+        keys, unknown = {}, []
+        for path in paths:
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue  # vanished or unreadable: not decodable, nothing to remember
+            keys[path] = [stat.st_size, stat.st_mtime_ns]
+            known = self._entries.get(path)
+            if not (isinstance(known, list) and known[:2] == keys[path]):
+                unknown.append(path)
+        good = _decodable(unknown) if unknown else set()
+        self.decoded += len(unknown)
+        for path in unknown:
+            self._entries[path] = [*keys[path], path in good]
+        self._seen.update(keys)
+        if unknown and self._path:
+            self._write()
+        return {p for p in keys if self._entries[p][2]}
+
+    def save_to(self, path: str) -> None:
+        """Writes the record to `path` now (unless it was read from there and has learnt nothing
+        since) and after every later check that learns something."""
+        self._path = path
+        if self.decoded or path != self._read_from or not os.path.exists(path):
+            self._write()
+
+    def _write(self) -> None:
+        # Entries of files not looked at by this process (a test split not loaded yet) are kept
+        # while the file exists; those of deleted files are dropped.
+        files = {p: v for p, v in self._entries.items() if p in self._seen or os.path.exists(p)}
+        tmp = f"{self._path}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump({"version": self.VERSION, "files": files}, f, separators=(",", ":"))
+        os.replace(tmp, self._path)
 
 
 def tfds_configs() -> list[str]:
@@ -166,47 +256,69 @@ class Unpaired:
         """Names of the training images of `domain`, in index order."""
         return self._train[_check_domain(domain)].names
 
-    def train(self, start_step: int = 0, num_steps: int | None = None) -> tf.data.Dataset:
+    def train(
+        self,
+        start_step: int = 0,
+        num_steps: int | None = None,
+        input_context: tf.distribute.InputContext | None = None,
+    ) -> tf.data.Dataset:
         """The training stream, from global step `start_step` on.
 
         Args:
           start_step: first step; the stream equals steps start_step, start_step + 1, ... of
             `train(0)`, bit for bit.
-          num_steps: stop after this many batches (None: endless; the trainer decides).
+          num_steps: stop after this many steps (None: endless; the trainer decides).
+          input_context: from `strategy.distribute_datasets_from_function`: this pipeline then
+            computes only its replicas' part of every global batch. With P pipelines (workers)
+            of L local replicas each (R = P * L replicas, global batch B), replica r = p * L + l
+            of pipeline p takes the B / R consecutive samples from s * B + r * B / R of step s;
+            the pipeline yields its per-replica batches in the order step, local replica, which
+            is how the strategy hands them out. None: whole global batches.
 
         Returns:
-          A dataset of `(real_a, real_b)`, each float32 [batch_size, crop_size, crop_size, 3] in
-          [-1, 1] ([1, H, W, 3] with H, W multiples of 4 for scale_width/none at batch_size 1).
+          A dataset of `(real_a, real_b)`, each float32 [batch, crop_size, crop_size, 3] in
+          [-1, 1] ([1, H, W, 3] with H, W multiples of 4 for scale_width/none at batch_size 1),
+          where batch is batch_size, or batch_size / R with an `input_context`.
         """
         if start_step < 0:
             raise ValueError(f"start_step must be >= 0. Received: start_step={start_step}")
         batch = self.config.batch_size
-        counters = tf.data.Dataset.counter(start=start_step * batch, dtype=tf.int64)
-        if num_steps is not None:
-            counters = counters.take(num_steps * batch)
+        pipelines, pipeline, replicas = 1, 0, 1
+        if input_context is not None:
+            pipelines = input_context.num_input_pipelines
+            pipeline = input_context.input_pipeline_id
+            replicas = input_context.num_replicas_in_sync
+        if batch % replicas or replicas % pipelines:
+            raise ValueError(
+                f"batch_size {batch} must be divisible by the {replicas} replicas, and the "
+                f"replicas by the {pipelines} input pipelines."
+            )
+        per_pipeline = batch // pipelines  # samples of each step this pipeline computes
+        if num_steps is None:
+            positions = tf.data.Dataset.counter(dtype=tf.int64)
+        else:
+            positions = tf.data.Dataset.range(num_steps * per_pipeline)
         loaders = {d: self._sampler(d) for d in DOMAINS}
 
-        def sample(counter):
+        def sample(position):
+            step = start_step + position // per_pipeline
+            counter = step * batch + pipeline * per_pipeline + position % per_pipeline
             return loaders["a"](counter), loaders["b"](counter)
 
         options = tf.data.Options()
-        # The source is a counter, not files: shard by data under multi-worker strategies
-        # instead of letting tf.data try (and warn about) file sharding first.
-        options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.DATA
-        )
+        # Every pipeline already computes only its own samples: nothing for tf.data to shard.
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         return (
-            counters.map(sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .batch(batch, drop_remainder=True)
+            positions.map(sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .batch(batch // replicas, drop_remainder=True)
             .prefetch(tf.data.AUTOTUNE)
             .with_options(options)
         )
 
     def _sampler(self, domain: str):
         images = self._train[domain]
-        items = tf.constant(list(images.items), dtype=tf.string)
+        read = _reader(images)
         count = tf.constant(len(images), tf.int64)
-        from_files = images.from_files
         tag = _DOMAIN_TAG[domain]
         shuffle_key = tf.constant([self.seed, 2 * tag + _SHUFFLE], tf.int64)
         augment_key = tf.constant([self.seed, 2 * tag + _AUGMENT], tf.int64)
@@ -214,11 +326,11 @@ class Unpaired:
         fixed = self.fixed_size
 
         def draw(counter):
-            # Pass number counter // n of this domain, shuffled with its own seed.
+            # Pass number counter // n of this domain, a permutation with its own seed; only the
+            # position needed is computed (O(1), not a shuffle of n indices per sample).
             pass_key = tf.random.experimental.stateless_fold_in(shuffle_key, counter // count)
-            order = tf.random.experimental.stateless_shuffle(tf.range(count), seed=pass_key)
-            index = tf.gather(order, counter % count)
-            image = _decode(_read(items[index], from_files))
+            index = tf.random.experimental.index_shuffle(counter % count, pass_key, count - 1)
+            image = _decode(read(index))
             key = tf.random.experimental.stateless_fold_in(augment_key, counter)
             return _train_transform(image, key, config, fixed)
 
@@ -237,13 +349,12 @@ class Unpaired:
         """
         images = self._test_images(_check_domain(domain))
         config = self.config
+        read, names = _reader(images), tf.constant(list(images.names), tf.string)
 
-        def prepare(item, name):
-            return _test_transform(_decode(_read(item, images.from_files)), config), name
+        def prepare(index):
+            return _test_transform(_decode(read(index)), config), names[index]
 
-        ds = tf.data.Dataset.from_tensor_slices(
-            (tf.constant(list(images.items), tf.string), tf.constant(list(images.names)))
-        )
+        ds = tf.data.Dataset.range(len(images))
         return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def test_names(self, domain: str = "a") -> tuple[str, ...]:
@@ -262,7 +373,12 @@ class Unpaired:
         )
 
 
-def load(config: config_lib.DataConfig, seed: int, builtin_seed: int | None = None) -> Unpaired:
+def load(
+    config: config_lib.DataConfig,
+    seed: int,
+    builtin_seed: int | None = None,
+    file_checks: FileChecks | None = None,
+) -> Unpaired:
     """Resolves `config.dataset` and indexes its training images.
 
     Args:
@@ -270,6 +386,8 @@ def load(config: config_lib.DataConfig, seed: int, builtin_seed: int | None = No
       seed: the run seed; all shuffles, crops and flips derive from it.
       builtin_seed: seed of the built-in dataset's images (None: `synthetic.DEFAULT_SEED`, so
         runs with different seeds train and are scored on the same images).
+      file_checks: folder sources: the verdicts of earlier starts, reused for unchanged files
+        and completed with the new ones (None: decode every file).
 
     Returns:
       An `Unpaired` dataset.
@@ -282,11 +400,12 @@ def load(config: config_lib.DataConfig, seed: int, builtin_seed: int | None = No
         root = builtin_path(
             config, synthetic.DEFAULT_SEED if builtin_seed is None else builtin_seed
         )
-        return _load_folder(root, config, seed, kind="builtin", name="builtin")
+        return _load_folder(root, config, seed, file_checks, kind="builtin", name="builtin")
     tfds_name = _tfds_name(dataset)
     if tfds_name is not None:
         return _load_tfds(tfds_name, config, seed)
-    return _load_folder(os.path.expanduser(dataset), config, seed, kind="folder", name=dataset)
+    root = os.path.expanduser(dataset)
+    return _load_folder(root, config, seed, file_checks, kind="folder", name=dataset)
 
 
 def builtin_path(config: config_lib.DataConfig, seed: int) -> str:
@@ -321,18 +440,18 @@ def _check_domain(domain: str) -> str:
 # Folders
 
 
-def _load_folder(root: str, config, seed: int, *, kind: str, name: str) -> Unpaired:
+def _load_folder(root: str, config, seed: int, checks, *, kind: str, name: str) -> Unpaired:
     root = os.path.abspath(root)  # file paths must not depend on a later working directory
     if not os.path.isdir(root):
         raise DataError(
             f"Dataset folder {root} does not exist. Pass --dataset=builtin, "
             f"--dataset=tfds:cycle_gan/<config> or a folder with trainA/ and trainB/."
         )
-    train = {d: _folder_images(root, f"train{d.upper()}", required=True) for d in DOMAINS}
+    train = {d: _folder_images(root, f"train{d.upper()}", checks, required=True) for d in DOMAINS}
 
     def test_loader(domain: str) -> _Images:
         split = f"test{domain.upper()}"
-        images = _folder_images(root, split, required=False)
+        images = _folder_images(root, split, checks, required=False)
         if images is None:
             raise DataError(
                 f"{os.path.join(root, split)} has no images; add test images there to "
@@ -365,13 +484,19 @@ def _list_images(folder: str) -> tuple[list[str], list[str]]:
             if file.startswith("."):
                 continue  # .DS_Store, ._AppleDouble, editor swap files
             path = os.path.join(parent, file)
-            is_image = os.path.splitext(file)[1].lower() in IMAGE_EXTENSIONS
+            is_image = images_lib.is_image_file(file)
             (images if is_image else others).append(path)
-    key = lambda p: os.path.relpath(p, folder).replace(os.sep, "/")  # noqa: E731
+    key = functools.partial(_relative, os.path.join(folder, ""))
     return sorted(images, key=key), sorted(others, key=key)
 
 
-def _folder_images(root: str, split: str, *, required: bool) -> _Images | None:
+def _relative(prefix: str, path: str) -> str:
+    """`path` relative to the folder `prefix` (ending in a separator) it was listed under, with
+    "/" separators (what os.path.relpath gives, without its cost per file)."""
+    return path[len(prefix) :].replace(os.sep, "/")
+
+
+def _folder_images(root: str, split: str, checks, *, required: bool) -> _Images | None:
     folder = os.path.join(root, split)
     if not os.path.isdir(folder):
         if not required:
@@ -388,16 +513,16 @@ def _folder_images(root: str, split: str, *, required: bool) -> _Images | None:
             len(others),
             folder,
             os.path.relpath(others[0], folder),
-            ", ".join(IMAGE_EXTENSIONS),
+            ", ".join(images_lib.IMAGE_EXTENSIONS),
         )
     if not paths:
         if not required:
             return None
         raise DataError(
-            f"{folder} contains no images ({', '.join(IMAGE_EXTENSIONS)}). "
+            f"{folder} contains no images ({', '.join(images_lib.IMAGE_EXTENSIONS)}). "
             f"Put the domain's training images there."
         )
-    good = _decodable(paths)
+    good = checks.decodable(paths) if checks is not None else _decodable(paths)
     skipped = [p for p in paths if p not in good]
     for path in skipped:
         logging.warning(
@@ -416,7 +541,8 @@ def _folder_images(root: str, split: str, *, required: bool) -> _Images | None:
             f"None of the {len(skipped)} images in {folder} can be decoded (e.g. "
             f"{os.path.basename(skipped[0])}). Replace them with valid JPEG/PNG/BMP/GIF files."
         )
-    names = tuple(os.path.relpath(p, folder).replace(os.sep, "/") for p in paths)
+    prefix = os.path.join(folder, "")
+    names = tuple(_relative(prefix, p) for p in paths)
     return _Images(items=tuple(paths), names=names, from_files=True)
 
 
@@ -475,8 +601,9 @@ def _load_tfds(full_name: str, config, seed: int) -> Unpaired:
         ds = builder.as_dataset(
             split=split, decoders={"image": tfds.decode.SkipDecoding()}, shuffle_files=False
         )
-        encoded = tuple(ds.map(lambda ex: ex["image"]).as_numpy_iterator())
-        if not encoded:
+        # One numpy object array of the encoded bytes: each image is held once (`_reader`).
+        encoded = np.fromiter(ds.map(lambda ex: ex["image"]).as_numpy_iterator(), dtype=object)
+        if not len(encoded):
             raise DataError(f"TFDS split {full_name}:{split} is empty. {_TRY_INSTEAD}")
         return _Images(
             items=encoded,
@@ -563,13 +690,27 @@ def _unreachable_hosts(hosts: list[tuple[str, int]]) -> str:
 # Decoding and transforms (graph code, used inside tf.data maps)
 
 
-def _read(item: tf.Tensor, from_files: bool) -> tf.Tensor:
-    return tf.io.read_file(item) if from_files else item
+def _reader(images: _Images):
+    """A graph function: image index (int64 scalar) -> the image's encoded bytes (string scalar).
+
+    Files: the paths are a constant of the dataset graph (short strings). Encoded images (TFDS):
+    fetched from the numpy array by `tf.numpy_function`, so the bytes stay where they are.
+    """
+    if images.from_files:
+        paths = tf.constant(list(images.items), tf.string)
+        return lambda index: tf.io.read_file(tf.gather(paths, index))
+    encoded = images.items
+
+    def read(index):
+        item = tf.numpy_function(lambda i: encoded[i], [index], tf.string, stateful=False)
+        return tf.ensure_shape(item, [])
+
+    return read
 
 
 def _decode(encoded: tf.Tensor) -> tf.Tensor:
-    """Encoded bytes -> uint8 [H, W, 3] (grey/RGBA/palette/16-bit converted)."""
-    return tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8)
+    """Encoded bytes -> uint8 [H, W, 3]: `images.decode_rgb`, the package's one decoder."""
+    return images_lib.decode_rgb(encoded)
 
 
 def _resize(image: tf.Tensor, height, width) -> tf.Tensor:
@@ -634,7 +775,7 @@ def _train_transform(image, key, config, fixed_size: bool) -> tf.Tensor:
     if not config.no_flip:
         x = tf.image.stateless_random_flip_left_right(x, seed=flip_key)
     x.set_shape([crop, crop, 3] if fixed_size else [None, None, 3])
-    return _to_unit_range(x)
+    return images_lib.pixels_to_float(x)
 
 
 def _test_transform(image, config) -> tf.Tensor:
@@ -649,9 +790,4 @@ def _test_transform(image, config) -> tf.Tensor:
             x = _scale_width(x, crop, crop)
         x = _make_multiple(x)
         x.set_shape([None, None, 3])
-    return _to_unit_range(x)
-
-
-def _to_unit_range(x: tf.Tensor) -> tf.Tensor:
-    # Bicubic resizing overshoots; clip before scaling so outputs stay in [-1, 1].
-    return tf.clip_by_value(x, 0.0, 255.0) / 127.5 - 1.0
+    return images_lib.pixels_to_float(x)

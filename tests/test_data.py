@@ -1,5 +1,6 @@
 """Tests for cyclegan_tf.data: decoding, preprocessing, deterministic resumable stream, errors."""
 
+import json
 import logging
 import math
 import os
@@ -93,6 +94,43 @@ def test_folder_decodes_all_formats_and_skips_bad_files(formats_dir, caplog):
     assert "truncated.jpg" in text and "Skipped 1 of 8 images" in text
     assert "Ignored 1 file(s)" in text and "notes.txt" in text
     assert ".DS_Store" not in text
+
+
+def test_file_checks_decode_each_file_once_and_check_changed_files_again(
+    formats_dir, tmp_path, monkeypatch, caplog
+):
+    root, good = formats_dir
+    decoded = []
+    decodable = data._decodable
+    monkeypatch.setattr(data, "_decodable", lambda paths: decoded.append(paths) or decodable(paths))
+    record = str(tmp_path / "file_checks.json")
+    checks = data.FileChecks.read(record)  # no record yet: an empty one
+    first = data.load(_config(root), seed=0, file_checks=checks)
+    checks.save_to(record)
+    assert [len(paths) for paths in decoded] == [8, 3]  # trainA (with the truncated JPEG), trainB
+    list(first.test("a"))  # a split checked later is recorded too (the record is saved from now)
+    assert len(json.load(open(record))["files"]) == 8 + 3 + 2
+
+    # A second start decodes nothing, and still skips (and names) the file that does not decode.
+    decoded.clear()
+    with caplog.at_level(logging.WARNING):
+        second = data.load(_config(root), seed=0, file_checks=data.FileChecks.read(record))
+        list(second.test("a"))
+    assert decoded == []
+    assert second.train_names("a") == first.train_names("a") == tuple(good)
+    assert "truncated.jpg" in caplog.text and "Skipped 1 of 8 images" in caplog.text
+
+    # A file changed since (here truncated in place) is decoded again, and only that one.
+    changed = root / "trainA" / "rgb.jpg"
+    changed.write_bytes(changed.read_bytes()[:300])
+    third = data.load(_config(root), seed=0, file_checks=data.FileChecks.read(record))
+    assert decoded == [[str(changed)]]
+    assert "rgb.jpg" not in third.train_names("a") and third.num_a == 6
+    # An unreadable or foreign record is an empty one: everything is decoded again.
+    (tmp_path / "file_checks.json").write_text('{"name": "something else"}')
+    decoded.clear()
+    data.load(_config(root), seed=0, file_checks=data.FileChecks.read(record))
+    assert [len(paths) for paths in decoded] == [8, 3]
 
 
 def test_decode_converts_every_format_to_rgb_uint8(formats_dir):
@@ -223,6 +261,50 @@ def test_domains_shuffle_independently_and_seed_matters(tmp_path):
     assert a != b
     other = _ids(_batches(data.load(_identity_config(tmp_path), seed=1).train(num_steps=5)), 0)
     assert other != a
+
+
+def test_each_pass_is_a_permutation_and_every_start_step_resumes(tmp_path):
+    values = [10 * (i + 1) for i in range(5)]
+    _write_flat(str(tmp_path / "trainA"), values)
+    _write_flat(str(tmp_path / "trainB"), values[:2])
+    u = data.load(_identity_config(tmp_path, batch_size=1), seed=4)
+    full = _batches(u.train(num_steps=20))  # 4 passes of A, 10 of B (index_shuffle per pass)
+    a, b = _ids(full, 0), _ids(full, 1)
+    a_passes = [tuple(a[i : i + 5]) for i in range(0, 20, 5)]
+    assert all(sorted(p) == values for p in a_passes) and len(set(a_passes)) > 1
+    assert all(sorted(b[i : i + 2]) == values[:2] for i in range(0, 20, 2))
+    for k in range(1, 20):
+        resumed = _batches(u.train(start_step=k, num_steps=20 - k))
+        assert _ids(resumed, 0) == a[k:] and _ids(resumed, 1) == b[k:], k
+    one = tmp_path / "one"  # a domain of one image: every pass is [0]
+    _write_flat(str(one / "trainA"), [70])
+    _write_flat(str(one / "trainB"), values)
+    single = data.load(_identity_config(one), seed=0)
+    assert set(_ids(_batches(single.train(num_steps=3)), 0)) == {70}
+
+
+@pytest.mark.parametrize("pipelines, replicas", [(2, 2), (2, 4), (1, 2), (4, 4)])
+def test_input_pipelines_together_yield_the_global_stream_disjointly(flat_dir, pipelines, replicas):
+    u = data.load(_identity_config(flat_dir, batch_size=4), seed=5)
+    start, steps = 3, 5
+    full = _batches(u.train(start_step=start, num_steps=steps))
+    local = replicas // pipelines  # replicas per pipeline (worker)
+    parts = {}
+    for p in range(pipelines):
+        context = tf.distribute.InputContext(
+            num_input_pipelines=pipelines, input_pipeline_id=p, num_replicas_in_sync=replicas
+        )
+        batches = _batches(u.train(start_step=start, num_steps=steps, input_context=context))
+        assert len(batches) == steps * local  # this pipeline's replicas' batches only
+        for k, batch in enumerate(batches):
+            step, replica = k // local, p * local + k % local
+            assert batch[0].shape[0] == 4 // replicas
+            parts[(step, replica)] = batch
+    assert sorted(parts) == [(s, r) for s in range(steps) for r in range(replicas)]
+    for s, global_batch in enumerate(full):
+        for domain in (0, 1):
+            joined = np.concatenate([parts[s, r][domain] for r in range(replicas)])
+            np.testing.assert_array_equal(joined, global_batch[domain])
 
 
 def test_test_split_is_deterministic_and_named(formats_dir):
@@ -376,6 +458,9 @@ def test_tfds_mock_data_gives_random_access_batches():
         assert real_a.min() >= -1 and real_a.max() <= 1
     for x, y in zip(full[4:], resumed):
         assert np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1])
+    # The encoded images are held once, in a numpy array read by index (no tuple, no constant).
+    items = u._train["a"].items
+    assert isinstance(items, np.ndarray) and items.dtype == object and len(items) == 5
     assert [n for _, n in tests] == [f"testB_{i:05d}" for i in range(5)]
     assert all(x.shape == (32, 32, 3) for x, _ in tests)
 
