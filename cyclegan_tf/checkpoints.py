@@ -13,11 +13,20 @@ with a warning and the previous one is used; when none can be read, `CheckpointE
 checkpoint that reads fine but holds another model (another config or version) is not damage:
 it raises `CheckpointError` at once, without falling back. A restore never silently ignores
 missing variables of the objects it restores.
+
+Multi-worker training (`cluster.py`): saving is collective, so every worker saves; only the
+chief's files land in the run directory. The other workers write each save to a temporary
+directory of their own and delete it at once (tf.distribute's pattern for non-chief workers),
+and restore the checkpoint the chief chose (`restore`), read from the shared run directory.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import tempfile
+import uuid
 
 import tensorflow as tf
 from absl import logging
@@ -25,6 +34,9 @@ from absl import logging
 from cyclegan_tf import errors, rundir
 
 CONFIG_FILE = rundir.CONFIG_FILE  # kept for callers that predate rundir.py
+# `<run>/best/best.json` names the checkpoint in best/ (written by `evaluate.TrainingEvaluator`).
+BEST = "best"
+BEST_FILE = "best.json"
 
 
 class CheckpointError(errors.UserError):
@@ -42,16 +54,26 @@ class Checkpointer:
       objects: name -> trackable (e.g. `CycleGAN.checkpoint_objects()`).
       run_dir: the run directory.
       max_to_keep: checkpoints kept (>= 2 so a corrupt latest one has a fallback).
+      chief: False on a multi-worker cluster's other workers: saves go to a temporary directory
+        (created by each save, deleted after it); paths returned are the chief's.
     """
 
-    def __init__(self, objects: dict, run_dir: str, max_to_keep: int = 3):
+    def __init__(self, objects: dict, run_dir: str, max_to_keep: int = 3, chief: bool = True):
         self.run_dir = run_dir
         self.checkpoint = tf.train.Checkpoint(**objects)
+        # Not created here: a worker that dies between saves leaves nothing behind.
+        self._scratch = None if chief else _scratch_dir()
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, checkpoint_dir(run_dir), max_to_keep=max(2, max_to_keep)
+            self.checkpoint,
+            checkpoint_dir(self._scratch or run_dir),
+            max_to_keep=max(2, max_to_keep),
         )
         generators = {k: objects[k] for k in ("g_ab", "g_ba") if k in objects}
         self._generators = tf.train.Checkpoint(**generators) if generators else None
+        if self._generators is not None:
+            # `write` saves no save_counter unless it exists, and a restore with a fresh
+            # tf.train.Checkpoint then finds that object unbound: create it now.
+            _ = self._generators.save_counter
 
     def keep_generators(self, epoch: int) -> str | None:
         """Writes the generators as `checkpoints/epochs/epoch_<NNN>`, outside the rotation.
@@ -62,9 +84,11 @@ class Checkpointer:
         """
         if self._generators is None:
             return None
-        return self._generators.write(
-            os.path.join(rundir.epoch_checkpoint_dir(self.run_dir), f"epoch_{epoch:03d}")
+        name = f"epoch_{epoch:03d}"
+        path = self._generators.write(
+            os.path.join(rundir.epoch_checkpoint_dir(self._scratch or self.run_dir), name)
         )
+        return self._chief_path(path, rundir.epoch_checkpoint_dir(self.run_dir), name)
 
     def save(self, step: int) -> str:
         """Writes checkpoint `ckpt-<step>` and returns its path prefix.
@@ -74,12 +98,42 @@ class Checkpointer:
         """
         latest = self.manager.latest_checkpoint
         if latest is not None and os.path.basename(latest) == f"ckpt-{step}":
-            return latest
-        return self.manager.save(checkpoint_number=step)
+            return self._chief_path(latest, checkpoint_dir(self.run_dir), f"ckpt-{step}", False)
+        path = self.manager.save(checkpoint_number=step)
+        return self._chief_path(path, checkpoint_dir(self.run_dir), f"ckpt-{step}")
+
+    def _chief_path(self, path: str, chief_dir: str, name: str, written: bool = True) -> str:
+        """`path` on the chief; elsewhere the same name in the chief's directory, once this
+        worker's temporary copy is deleted."""
+        if self._scratch is None:
+            return path
+        if written:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+        return os.path.join(chief_dir, name)
 
     @property
     def latest(self) -> str | None:
-        return self.manager.latest_checkpoint
+        path = self.manager.latest_checkpoint
+        if path is None or self._scratch is None:
+            return path
+        return os.path.join(checkpoint_dir(self.run_dir), os.path.basename(path))
+
+    def restore(self, path: str) -> str:
+        """Restores exactly `path`: a worker following the chief's choice (`restore_latest`).
+
+        Raises:
+          CheckpointError: it cannot be read here (the message names the usual cause: a run
+            directory that is not on a filesystem every worker shares) or holds another model.
+        """
+        try:
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError, IndexError, OSError) as e:
+            raise CheckpointError(
+                f"This worker cannot restore {path}, which the chief restored ({_first_line(e)}); "
+                "every worker needs the same --output_dir on a filesystem they all share, and "
+                "the same flags."
+            ) from e
+        return path
 
     def restore_latest(self) -> str | None:
         """Restores the newest readable checkpoint.
@@ -127,17 +181,27 @@ class Checkpointer:
         )
 
 
+def _scratch_dir() -> str:
+    """A temporary directory name for a non-chief worker's saves (not created here)."""
+    return os.path.join(
+        tempfile.gettempdir(), f"cyclegan_tf_worker_{os.getpid()}_{uuid.uuid4().hex}"
+    )
+
+
 def resolve_checkpoint(run_dir: str, checkpoint: str | None = None) -> str:
     """Returns the checkpoint path prefix to load from a run directory.
 
     Args:
       run_dir: a training run directory.
       checkpoint: None for the latest; a step number ("1200"), a name ("ckpt-1200"), a kept
-        epoch ("epoch_5") or a path prefix.
+        epoch ("epoch_5"), "best" (the generators with the best mean FID of
+        `train --eval_every_epochs`) or a path prefix.
 
     Raises:
       CheckpointError: no such run or checkpoint.
     """
+    if checkpoint == BEST:
+        return _best_checkpoint(run_dir)
     ckpt_dir = checkpoint_dir(run_dir)
     if not os.path.isdir(ckpt_dir):
         raise CheckpointError(
@@ -192,6 +256,30 @@ def restore_generators(path: str, g_ab=None, g_ba=None) -> None:
             f"Could not load generators from checkpoint {path!r}: {_first_line(e)}. Is config.json "
             "the one this run was trained with?"
         ) from e
+
+
+def _best_checkpoint(run_dir: str) -> str:
+    record = os.path.join(run_dir, rundir.BEST, BEST_FILE)
+    try:
+        with open(record) as f:
+            path = os.path.join(run_dir, rundir.BEST, json.load(f)["checkpoint"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(
+            f"{run_dir!r} has no readable {rundir.BEST}/{BEST_FILE} ({_first_line(e)}); train "
+            "with --eval_every_epochs=K to keep the best generators, or pass another --checkpoint."
+        ) from None
+    if not tf.io.gfile.exists(path + ".index"):
+        raise CheckpointError(f"{record} names {path}, which does not exist.")
+    return path
+
+
+def step_of(path: str) -> int | None:
+    """The training step saved in a checkpoint, or None if it holds no `step` variable
+    (generator-only checkpoints: kept epochs, imported runs, best/)."""
+    try:
+        return int(tf.train.load_variable(path, "step/.ATTRIBUTES/VARIABLE_VALUE"))
+    except (tf.errors.OpError, ValueError):
+        return None
 
 
 def _index_readable(path: str) -> bool:

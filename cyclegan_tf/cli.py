@@ -3,6 +3,8 @@
     cyclegan-tf train --dataset=builtin --output_dir=runs/quick --preset=quick
     cyclegan-tf export --run_dir=runs/quick --export_dir=exported
     cyclegan-tf translate --model=runs/quick --direction=a2b --input=photos/ --output=out/
+    cyclegan-tf evaluate --model=runs/quick --direction=both --dataset=builtin --output=fid.json
+    cyclegan-tf import-torch --weights=horse2zebra.pth --direction=a2b --output_dir=runs/h2z
 
 Exit codes: 0 done, 2 user error (one line on stderr, no traceback), 1 anything else,
 130/143 interrupted by SIGINT/SIGTERM after saving a checkpoint.
@@ -10,17 +12,21 @@ Exit codes: 0 done, 2 user error (one line on stderr, no traceback), 1 anything 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
+import tempfile
 
 from absl import app, flags
 
+from cyclegan_tf import cluster, errors, rundir
 from cyclegan_tf import config as config_lib
 
-COMMANDS = ("train", "export", "translate")
+COMMANDS = ("train", "export", "translate", "evaluate", "import-torch")
 USAGE = (
-    "usage: cyclegan-tf {train,export,translate} [--flags]  (cyclegan-tf --helpfull lists all "
-    "flags; --flagfile=FILE reads them from a file)"
+    "usage: cyclegan-tf {train,export,translate,evaluate,import-torch} [--flags]  (cyclegan-tf "
+    "--helpfull lists all flags; --flagfile=FILE reads them from a file)"
 )
 
 # -- train -----------------------------------------------------------------------------------
@@ -28,9 +34,15 @@ flags.DEFINE_string(
     "dataset",
     None,
     "builtin (procedural, no download) | tfds:cycle_gan/<config> (e.g. tfds:cycle_gan/horse2zebra)"
-    " | a folder with trainA/ trainB/ [testA/ testB/]. Default: builtin.",
+    " | a folder with trainA/ trainB/ [testA/ testB/]. train: default builtin. evaluate: the "
+    "dataset whose test split is compared (required).",
 )
-flags.DEFINE_string("output_dir", None, "Run directory (checkpoints, logs, images, config.json).")
+flags.DEFINE_string(
+    "output_dir",
+    None,
+    "Run directory (checkpoints, logs, images, config.json). import-torch: the run directory to "
+    "create.",
+)
 flags.DEFINE_enum("preset", "paper", list(config_lib.PRESETS), "Starting point for all defaults.")
 flags.DEFINE_integer("max_steps", None, "Stop after this many global steps (smoke runs).")
 flags.DEFINE_integer("seed", None, "Seed of every random choice (data, init, pool).")
@@ -44,7 +56,13 @@ flags.DEFINE_enum("preprocess", None, list(config_lib.PREPROCESS), "Train-time r
 flags.DEFINE_bool("no_flip", None, "Disable random horizontal mirroring.")
 flags.DEFINE_integer("batch_size", None, "Global batch size (1).")
 # model
-flags.DEFINE_enum("generator", None, list(config_lib.GENERATORS), "Generator (resnet_9blocks).")
+flags.DEFINE_enum(
+    "generator",
+    None,
+    [*config_lib.GENERATORS, "auto"],
+    "Generator (resnet_9blocks). import-torch: auto (default: recognised from the file) or the "
+    "generator the file must hold; train refuses auto.",
+)
 flags.DEFINE_enum("discriminator", None, list(config_lib.DISCRIMINATORS), "Discriminator (basic).")
 flags.DEFINE_integer("ngf", None, "Generator filters in the first conv layer (64).")
 flags.DEFINE_integer("ndf", None, "Discriminator filters in the first conv layer (64).")
@@ -54,7 +72,13 @@ flags.DEFINE_enum("init_type", None, list(config_lib.INITS), "Weight init (norma
 flags.DEFINE_float("init_gain", None, "Scale of the init (0.02).")
 flags.DEFINE_bool("dropout", None, "Dropout in the generator (off).")
 # loss
-flags.DEFINE_enum("gan_mode", None, list(config_lib.GAN_MODES), "Adversarial loss (lsgan).")
+flags.DEFINE_enum(
+    "gan_mode",
+    None,
+    list(config_lib.GAN_MODES),
+    "Adversarial loss (lsgan). wgangp adds a gradient penalty (--gp_weight), an extension: the "
+    "official CycleGAN defines one but never applies it.",
+)
 flags.DEFINE_float("lambda_cycle", None, "Cycle weight for both directions (10); sets both below.")
 flags.DEFINE_float("lambda_a", None, "Cycle weight A->B->A (10).")
 flags.DEFINE_float("lambda_b", None, "Cycle weight B->A->B (10).")
@@ -77,28 +101,105 @@ flags.DEFINE_enum(
     "precision",
     None,
     list(config_lib.PRECISIONS),
-    "train: numeric precision (float32; quick preset mixed_bfloat16). export/translate: the "
-    "precision the generators run in (default: the run's training precision; mixed_bfloat16 is "
-    "~1.9x faster on CPUs with AVX512_BF16, float32 is portable).",
+    "train: the numeric precision (default auto: mixed_bfloat16 where this machine computes "
+    "bfloat16 natively, else float32). export: the precision the SavedModels compute in "
+    "(default float32, fast everywhere; mixed_bfloat16 is ~1.9x faster on CPUs with AVX512_BF16 "
+    "and slower without; auto: chosen for the exporting machine; TFLite/ONNX are float32). "
+    "translate: the precision a run directory's generator computes in (default auto: the best "
+    "for this machine); an export runs in the precision it was exported with.",
 )
 flags.DEFINE_bool("jit_compile", None, "XLA-compile the train step (slower on CPU).")
-flags.DEFINE_enum("strategy", None, list(config_lib.STRATEGIES), "Distribution strategy.")
+flags.DEFINE_enum(
+    "strategy",
+    None,
+    list(config_lib.STRATEGIES),
+    "Distribution strategy. multi_worker: every worker runs the same command with its own "
+    "TF_CONFIG and the same --output_dir on a shared filesystem (README).",
+)
 flags.DEFINE_bool("deterministic", None, "Deterministic ops (exact resume; a little slower).")
+flags.DEFINE_bool(
+    "gpu_memory_growth",
+    True,
+    "Every command: take GPU memory as needed instead of nearly all of it at start, so another "
+    "process (translate, evaluate) can share the GPU; --nogpu_memory_growth turns it off.",
+)
+flags.DEFINE_bool(
+    "allow_data_change",
+    False,
+    "Resume even though the training images differ from those the run started with (the epoch "
+    "length and the learning-rate curve change).",
+)
+flags.DEFINE_integer(
+    "eval_every_epochs",
+    0,
+    "train: FID/KID of both directions on the test split after every this many epochs (logged as "
+    "eval/* to TensorBoard and metrics.jsonl; the best generators kept in <output_dir>/best/, "
+    "--checkpoint=best); 0: off. Needs the Inception graph (--inception_graph).",
+    lower_bound=0,
+)
+flags.DEFINE_string(
+    "init_from",
+    None,
+    "train: start a NEW run with generators from a run directory (trained, or written by "
+    "import-torch) or from a PyTorch generator .pth (g_ab; --weights_b2a adds g_ba). The "
+    "architecture flags must match the source.",
+)
 
 # -- export / translate ----------------------------------------------------------------------
 flags.DEFINE_string("run_dir", None, "export: the training run directory.")
 flags.DEFINE_string(
     "export_dir",
     None,
-    "export: base directory of the SavedModels. train: if set, export there when training ends "
+    "export: base directory of the exports. train: if set, export there when training ends "
     "and translate the dataset's testA/ with the exported A->B model into <output_dir>/translated.",
 )
-flags.DEFINE_string("checkpoint", None, "export/translate: checkpoint step or name (latest).")
+flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "export/translate/evaluate: checkpoint step, name or best (--eval_every_epochs) (latest).",
+)
 flags.DEFINE_integer("version", None, "export: model version (default: next free integer).")
-flags.DEFINE_string("model", None, "translate: a run directory or an exported SavedModel.")
-flags.DEFINE_enum("direction", "a2b", ["a2b", "b2a"], "translate: direction.")
+flags.DEFINE_string(
+    "format",
+    "saved_model",
+    "export: comma-separated saved_model (TF Serving), tflite (LiteRT; needs "
+    "'cyclegan-tf[tflite]'), onnx (needs 'cyclegan-tf[onnx]'), e.g. saved_model,tflite,onnx.",
+)
+flags.DEFINE_string(
+    "model",
+    None,
+    "translate, evaluate: a run directory, an export (base, model or version directory) or a "
+    ".tflite/.onnx file.",
+)
+flags.DEFINE_enum(
+    "direction",
+    "a2b",
+    ["a2b", "b2a", "both"],
+    "translate: the direction (a2b or b2a). evaluate: a2b, b2a or both. import-torch: what "
+    "--weights translates.",
+)
 flags.DEFINE_string("input", None, "translate: an image file, a folder, or a glob.")
-flags.DEFINE_string("output", None, "translate: output folder (file names kept).")
+flags.DEFINE_string(
+    "output",
+    None,
+    "translate: output folder (file names kept). evaluate: a JSON file for the results (an "
+    "existing file is replaced only if it is a previous evaluate result).",
+)
+
+# -- evaluate / import-torch ---------------------------------------------------------------
+flags.DEFINE_string("split", "test", "evaluate: the split compared (test, as published numbers).")
+flags.DEFINE_string(
+    "inception_graph",
+    None,
+    "evaluate, train --eval_every_epochs: TTUR's classify_image_graph_def.pb (from "
+    "inception-2015-12-05.tgz); default: the cached copy, downloaded once.",
+)
+flags.DEFINE_string("weights", None, "import-torch: the PyTorch generator .pth file.")
+flags.DEFINE_string(
+    "weights_b2a",
+    None,
+    "import-torch, train --init_from: the .pth of the opposite (b2a) generator, with a2b weights.",
+)
 
 FLAGS = flags.FLAGS
 
@@ -110,7 +211,7 @@ _CONFIG_FLAGS = tuple(
 )
 
 
-class UsageError(ValueError):
+class UsageError(errors.UserError):
     """A command-line mistake: reported as one line, exit code 2."""
 
 
@@ -134,12 +235,26 @@ def _require(command: str, *names: str) -> None:
 
 def _train() -> int:
     _require("train", "output_dir")
-    config = build_config()  # before importing TensorFlow: flag mistakes are reported at once
+    # Before importing TensorFlow, so that these mistakes are reported at once: flags, the
+    # config, the dataset folder and the run directory.
+    config = build_config()
+    _check_dataset_folder(config.data.dataset)
+    if cluster.Task.from_environment(config.train.strategy).is_chief:  # the others never judge it
+        rundir.check(config, FLAGS.output_dir, FLAGS.resume, FLAGS.overwrite)
+    init_from = _init_from()
+    _import_tensorflow_quietly()
     from cyclegan_tf import train
 
     try:
         result = train.train(
-            config, FLAGS.output_dir, resume=FLAGS.resume, overwrite=FLAGS.overwrite
+            config,
+            FLAGS.output_dir,
+            resume=FLAGS.resume,
+            overwrite=FLAGS.overwrite,
+            allow_data_change=FLAGS.allow_data_change,
+            eval_every_epochs=FLAGS.eval_every_epochs,
+            inception_graph=FLAGS.inception_graph,
+            init_from=init_from,
         )
     except train.Interrupted as e:
         print(
@@ -147,19 +262,42 @@ def _train() -> int:
             "to resume.",
             file=sys.stderr,
         )
-        return 128 + e.signum
+        # The checkpoint and logs are written and closed. Exit now: tearing down TensorFlow's
+        # runtime and input threads took more than 20 s once under load, and a scheduler that
+        # sent SIGTERM may kill the process a few seconds later.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + e.signum)
     except train.NonFiniteLossError as e:
         print(f"cyclegan-tf: {e}", file=sys.stderr)
         return 1
     print(f"Done at step {result.step}: checkpoint {result.checkpoint}", flush=True)
-    if FLAGS.export_dir:
+    if FLAGS.export_dir and result.is_chief:  # a cluster's other workers wrote nothing
         return _export_and_translate_test_split(result)
     return 0
 
 
+def _init_from() -> str | dict[str, str] | None:
+    """train's --init_from: a run directory or .pth, or {a2b, b2a: .pth} with --weights_b2a."""
+    if FLAGS.weights_b2a is None:
+        return FLAGS.init_from
+    if not FLAGS.init_from or os.path.isdir(FLAGS.init_from):
+        raise UsageError(
+            "train: --weights_b2a goes with --init_from=<a2b .pth>; a run directory brings both "
+            "generators it has."
+        )
+    return {"a2b": FLAGS.init_from, "b2a": FLAGS.weights_b2a}
+
+
+def _one_direction(command: str) -> str:
+    if FLAGS.direction == "both":
+        raise UsageError(f"{command} takes --direction=a2b or b2a; both is for evaluate.")
+    return FLAGS.direction
+
+
 def _export_and_translate_test_split(result) -> int:
-    """After training: SavedModels for serving, and the test images translated by them."""
-    from cyclegan_tf import export, inference
+    """After training: float32 SavedModels for serving, and the test images translated by them."""
+    from cyclegan_tf import export, translate
 
     paths = export.export_run(result.run_dir, FLAGS.export_dir)
     _print_exported(paths)
@@ -167,57 +305,209 @@ def _export_and_translate_test_split(result) -> int:
     if not test_a or not os.path.isdir(test_a):
         return 0
     out = os.path.join(result.run_dir, "translated")
-    summary = inference.translate(paths["a2b"], test_a, out, direction="a2b")
+    a2b = paths[export.SAVED_MODEL]["a2b"]
+    summary = translate.translate(a2b, test_a, out, direction="a2b")
     return 0 if not summary.failed else 1
 
 
 def _export() -> int:
-    from cyclegan_tf import export
-
     _require("export", "run_dir", "export_dir")
+    _import_tensorflow_quietly()  # before the import below, which imports TensorFlow
+    from cyclegan_tf import export, pretrained
+
+    available = pretrained.imported_directions(FLAGS.run_dir)
+    if len(available) < len(pretrained.DIRECTIONS):
+        print(
+            f"{FLAGS.run_dir} was imported with {'/'.join(available)} only: exporting "
+            f"{'/'.join(available)}.",
+            flush=True,
+        )
     paths = export.export_run(
         FLAGS.run_dir,
         FLAGS.export_dir,
         checkpoint=FLAGS.checkpoint,
         version=FLAGS.version,
         precision=FLAGS.precision,
+        formats=FLAGS.format,
     )
     _print_exported(paths)
     return 0
 
 
-def _print_exported(paths: dict[str, str]) -> None:
-    """One line per exported direction, with the precision export.json records."""
-    from cyclegan_tf import inference
+def _print_exported(paths: dict[str, dict[str, str]]) -> None:
+    """One line per export, with the precision and (TFLite/ONNX) the check its JSON records."""
+    from cyclegan_tf import export
 
-    for direction, path in paths.items():
-        precision = inference.read_export_info(path)["precision"]
-        print(f"Exported {direction} ({precision}): {path}", flush=True)
+    for fmt, by_direction in paths.items():
+        for direction, path in by_direction.items():
+            info = export.read_export_info(path)
+            if fmt == export.SAVED_MODEL:
+                print(f"Exported {direction} ({info['precision']}): {path}", flush=True)
+                continue
+            check = info["check"]
+            sizes = " and ".join(f"{h}x{w}" for h, w in check["sizes"])
+            print(
+                f"Exported {direction} {fmt} ({info['precision']}): {path}; checked against the "
+                f"Keras model at {sizes}: max difference {check['max_uint8_difference']} uint8 "
+                f"level(s), {check['max_float_difference']:.1e} in float",
+                flush=True,
+            )
 
 
 def _translate() -> int:
-    from cyclegan_tf import inference
-
     _require("translate", "model", "input", "output")
-    summary = inference.translate(
+    _import_tensorflow_quietly()  # before the import below, which imports TensorFlow
+    from cyclegan_tf import translate
+
+    summary = translate.translate(
         FLAGS.model,
         FLAGS.input,
         FLAGS.output,
-        direction=FLAGS.direction,
+        direction=_one_direction("translate"),
         checkpoint=FLAGS.checkpoint,
         precision=FLAGS.precision,
     )
     return 0 if not summary.failed else 1
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean "the user asked for something impossible" (exit 2, one line).
+def _evaluate() -> int:
+    _require("evaluate", "model", "dataset")
+    _check_dataset_folder(FLAGS.dataset)
+    _import_tensorflow_quietly()  # before the import below, which imports TensorFlow
+    from cyclegan_tf import evaluate
 
-    The library's user-facing errors (data.DataError, checkpoints.CheckpointError,
-    train.RunDirError, config validation) all derive from ValueError; catching the base class here
-    keeps a flag mistake from importing TensorFlow just to report it.
+    if FLAGS.output:
+        evaluate.check_output(FLAGS.output)  # before the slow part
+    result = evaluate.evaluate(
+        FLAGS.model,
+        FLAGS.dataset,
+        direction=FLAGS.direction,
+        split=FLAGS.split,
+        inception_graph=FLAGS.inception_graph,
+        data_dir=FLAGS.data_dir,
+        checkpoint=FLAGS.checkpoint,
+        precision=FLAGS.precision,
+    )
+    if FLAGS.output:
+        print(f"Wrote {evaluate.write_output(result, FLAGS.output)}", flush=True)
+    return 0
+
+
+def _import_torch() -> int:
+    _require("import-torch", "weights", "output_dir")
+    direction = _one_direction("import-torch")
+    _import_tensorflow_quietly()  # before the import below, which imports TensorFlow
+    from cyclegan_tf import pretrained
+
+    run_dir = pretrained.import_torch(
+        FLAGS.weights,
+        direction,
+        FLAGS.output_dir,
+        weights_b2a=FLAGS.weights_b2a,
+        generator=FLAGS.generator or "auto",
+    )
+    with open(os.path.join(run_dir, pretrained.IMPORTED_FILE)) as f:
+        record = json.load(f)
+    layout = record["layout"]
+    print(f"Imported into run directory {run_dir}", flush=True)
+    print(
+        f"Architecture: {layout['generator']}, ngf {layout['ngf']}, dropout "
+        f"{'on' if layout['dropout'] else 'off'}, {layout['norm']} norm (recognised from the file)",
+        flush=True,
+    )
+    for d in record["directions"]:
+        name = pretrained.GENERATOR_NAMES[d]
+        print(f"Direction {d} ({name}): {record['sources'][d]['file']}", flush=True)
+    return 0
+
+
+def _check_dataset_folder(dataset: str) -> None:
+    """The folder checks that need no TensorFlow (data.load repeats them with the full rules)."""
+    if dataset == "builtin" or dataset.startswith("tfds:") or dataset.startswith("cycle_gan/"):
+        return
+    root = os.path.abspath(os.path.expanduser(dataset))
+    if not os.path.isdir(root):
+        raise UsageError(
+            f"Dataset folder {root} does not exist. Pass --dataset=builtin, "
+            "--dataset=tfds:cycle_gan/<config> or a folder with trainA/ and trainB/."
+        )
+    for split in ("trainA", "trainB"):
+        if not os.path.isdir(os.path.join(root, split)):
+            raise UsageError(
+                f"{root} has no {split}/ folder. A dataset folder needs trainA/ and trainB/ "
+                "(testA/ and testB/ optional)."
+            )
+
+
+# TensorFlow's native start-up lines on a machine without a usable GPU. They are printed before
+# absl's logging is initialised, so TF_CPP_MIN_LOG_LEVEL does not silence them.
+_NATIVE_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog|cudart_stub|Could not find cuda drivers|"
+    r"cuda_(platform|executor|dnn|fft|blas|diagnostics)|failed call to cuInit|cpu_feature_guard|"
+    r"This TensorFlow binary is optimized|To enable the following instructions|oneDNN custom "
+    r"operations|computation_placer|TF-TRT Warning|Unable to register cu(DNN|FFT|BLAS) factory|"
+    r"Attempting to register factory"
+)
+_NATIVE_LOG = re.compile(r"^[IW]\d{4} ")  # native INFO/WARNING lines: "I0000 00:00:..."
+
+
+def _gpu_present() -> bool:
+    """Whether this machine has an NVIDIA GPU device node (Linux) or WSL's GPU device."""
+    return any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/nvidiactl", "/dev/dxg"))
+
+
+def filter_native_log(text: str, gpu_present: bool) -> list[str]:
+    """The lines of TensorFlow's start-up output worth showing (see `_import_tensorflow_quietly`).
+
+    CUDA and CPU-feature notices are dropped on a machine without a GPU; where a GPU exists but
+    CUDA fails to initialise, one line says so. Other native errors are kept.
     """
-    return (UsageError, ValueError, FileNotFoundError)
+    out = []
+    for line in text.splitlines():
+        if "failed call to cuInit" in line and gpu_present:
+            reason = line.split("failed call to cuInit:", 1)[1].strip()
+            out.append(
+                f"cyclegan-tf: warning: a GPU is present but CUDA could not initialise it "
+                f"({reason}); TensorFlow runs on the CPU."
+            )
+        elif line.strip() and not _NATIVE_NOISE.search(line) and not _NATIVE_LOG.match(line):
+            out.append(line)
+    return out
+
+
+def _import_tensorflow_quietly() -> None:
+    """Imports TensorFlow and initialises its devices with native stderr captured and filtered.
+
+    TensorFlow prints CUDA probing and CPU-feature notices to file descriptor 2 before its logging
+    is configured. They are captured in a temporary file during the import and the device
+    initialisation, and only the lines `filter_native_log` keeps are shown. CYCLEGAN_TF_RAW_STDERR=1
+    turns this off. Then --gpu_memory_growth is applied, before anything initialises a GPU.
+    """
+    if os.environ.get("CYCLEGAN_TF_RAW_STDERR") == "1" or "tensorflow" in sys.modules:
+        return _configure_gpus()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        text = capture.read().decode(errors="replace")
+    for line in filter_native_log(text, _gpu_present()):
+        print(line, file=sys.stderr, flush=True)
+    _configure_gpus()
+
+
+def _configure_gpus() -> None:
+    from cyclegan_tf import devices
+
+    devices.configure_gpus(FLAGS.gpu_memory_growth)
 
 
 def main(argv: list[str]) -> int:
@@ -226,10 +516,16 @@ def main(argv: list[str]) -> int:
         extra = " ".join(argv[1:]) or "nothing"
         _fail(f"expected one command of {', '.join(COMMANDS)}, got {extra!r}. {USAGE}")
     _quiet_tensorflow()
-    handler = {"train": _train, "export": _export, "translate": _translate}[command]
+    handler = {
+        "train": _train,
+        "export": _export,
+        "translate": _translate,
+        "evaluate": _evaluate,
+        "import-torch": _import_torch,
+    }[command]
     try:
         return handler()
-    except _user_errors() as e:
+    except errors.UserError as e:  # anything else is a bug or TensorFlow's: exit 1, traceback
         _fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)

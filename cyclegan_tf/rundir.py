@@ -5,12 +5,16 @@ anything else in it:
 
     config.json        the resolved config (a resume must be compatible with it)
     data.json          what the run trains on (dataset, image counts, a fingerprint of the names)
+    file_checks.json   folder datasets: which image files decode, by path, size and mtime, so a
+                       later start decodes only new or changed files (`data.FileChecks`)
     checkpoints/       tf.train.CheckpointManager files (rotated), and epochs/ (kept)
     logs/              TensorBoard scalars and image grids
     images/            epoch_<NNN>.png grids (real A, fake B, rec A / real B, fake A, rec B)
     metrics.jsonl      one JSON line per logged step
     score.json         built-in dataset only: the ground-truth score of G_AB
     translated/        train --export_dir: the test images translated by the export
+    best/              train --eval_every_epochs: generators with the best mean FID, best.json
+    init.json          train --init_from: the run or .pth files the generators started from
     .lock              held (flock) by the process training into the directory
 
 Rules (all pure Python: the CLI applies them before importing TensorFlow):
@@ -22,6 +26,9 @@ Rules (all pure Python: the CLI applies them before importing TensorFlow):
 - Overwriting deletes only the artefacts listed above, never other files in the directory.
 - One training process per directory: `lock` holds an flock on `.lock`; the kernel releases it
   when the process dies, so a killed run never blocks the next one.
+- Multi-worker training (`cluster.py`): only the chief applies these rules and writes here; the
+  other workers only read checkpoints from here, so the directory must be on a filesystem
+  every worker sees.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from cyclegan_tf import precision as precision_lib
 
 CONFIG_FILE = "config.json"
 DATA_RECORD_FILE = "data.json"
+FILE_CHECKS = "file_checks.json"
 CHECKPOINTS = "checkpoints"
 EPOCH_CHECKPOINTS = "epochs"  # inside checkpoints/
 LOGS = "logs"
@@ -47,17 +55,23 @@ IMAGES = "images"
 METRICS_FILE = "metrics.jsonl"
 SCORE_FILE = "score.json"
 TRANSLATED = "translated"
+BEST = "best"  # train --eval_every_epochs: the generators with the best mean FID (evaluate.py)
+INIT_FILE = "init.json"  # train --init_from: where the generators started (pretrained.py)
+IMPORTED_FILE = "imported.json"  # written by pretrained.import_torch: no training state
 LOCK_FILE = ".lock"
 # Everything a run writes into its directory, i.e. everything an overwrite may delete.
 ARTEFACTS = (
     CONFIG_FILE,
     DATA_RECORD_FILE,
+    FILE_CHECKS,
     CHECKPOINTS,
     LOGS,
     IMAGES,
     METRICS_FILE,
     SCORE_FILE,
     TRANSLATED,
+    BEST,
+    INIT_FILE,
 )
 
 # Fields that may change between the original run and a resume: they steer the loop, not the
@@ -171,6 +185,11 @@ def check(config: config_lib.Config, run_dir: str, resume: bool, overwrite: bool
         raise RunDirError(
             f"{run_dir!r} has a {CHECKPOINTS}/ folder but no {CONFIG_FILE}, so it is not a "
             "cyclegan_tf run; choose another --output_dir (nothing in this one is touched)."
+        )
+    if os.path.isfile(os.path.join(run_dir, IMPORTED_FILE)):  # generators only: nothing to resume
+        raise RunDirError(
+            f"{run_dir!r} holds generators imported from PyTorch, not a training run to resume or "
+            f"overwrite; train a new run from them: --init_from={run_dir} --output_dir=<new dir>."
         )
     if not resume:
         if not overwrite:

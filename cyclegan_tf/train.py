@@ -16,6 +16,7 @@ uninterrupted one (with `deterministic=True` ops).
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import math
@@ -27,7 +28,19 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from cyclegan_tf import checkpoints, data, errors, rundir, synthetic, trainer, visualize
+from cyclegan_tf import (
+    checkpoints,
+    cluster,
+    data,
+    devices,
+    errors,
+    evaluate,
+    pretrained,
+    rundir,
+    synthetic,
+    trainer,
+    visualize,
+)
 from cyclegan_tf import config as config_lib
 from cyclegan_tf import precision as precision_lib
 
@@ -40,11 +53,13 @@ class NonFiniteLossError(RuntimeError):
 
 
 class Interrupted(Exception):
-    """SIGINT/SIGTERM arrived; a checkpoint was saved. `signum` says which signal."""
+    """SIGINT/SIGTERM arrived; a checkpoint was saved. `signum` says which signal (SIGTERM on a
+    worker whose peer received it: `by_peer`)."""
 
-    def __init__(self, signum: int, step: int, path: str):
-        super().__init__(f"stopped by signal {signum} at step {step}; checkpoint {path}")
-        self.signum, self.step, self.path = signum, step, path
+    def __init__(self, signum: int, step: int, path: str, by_peer: bool = False):
+        cause = "another worker's signal" if by_peer else f"signal {signum}"
+        super().__init__(f"stopped by {cause} at step {step}; checkpoint {path}")
+        self.signum, self.step, self.path, self.by_peer = signum, step, path, by_peer
 
 
 @dataclasses.dataclass
@@ -58,6 +73,7 @@ class TrainResult:
     first_step_seconds: float | None
     steps_per_second: float | None
     config: config_lib.Config | None = None  # as resolved (precision) and saved in config.json
+    is_chief: bool = True  # False on the other workers of a cluster (they wrote nothing)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,17 +88,18 @@ class Cadence:
     log_steps: int
     save_steps: int
     save_epoch: int
+    eval_epochs: int = 0  # FID/KID every this many epochs (train's eval_every_epochs); 0: never
 
     @classmethod
-    def of(cls, config: config_lib.Config, steps_per_epoch: int) -> Cadence:
+    def of(cls, config: config_lib.Config, steps_per_epoch: int, eval_epochs: int = 0) -> Cadence:
         total = config.optim.total_epochs * steps_per_epoch
         if config.train.max_steps is not None:
             total = min(total, config.train.max_steps)
         t = config.train
-        return cls(steps_per_epoch, total, t.log_steps, t.save_steps, t.save_epoch)
+        return cls(steps_per_epoch, total, t.log_steps, t.save_steps, t.save_epoch, eval_epochs)
 
     def events(self, step: int) -> frozenset[str]:
-        """A subset of {"log", "save", "epoch_end", "keep_epoch"} for the finished `step`."""
+        """A subset of {"log", "save", "epoch_end", "keep_epoch", "eval"} after the `step`."""
         out = set()
         epoch_done = step % self.steps_per_epoch == 0
         if step % self.log_steps == 0 or step == self.total:
@@ -93,6 +110,9 @@ class Cadence:
             out.add("save")
         if epoch_done and (step // self.steps_per_epoch) % self.save_epoch == 0:
             out.update(("save", "keep_epoch"))
+        epochs_done = step // self.steps_per_epoch
+        if epoch_done and self.eval_epochs and epochs_done % self.eval_epochs == 0:
+            out.add("eval")  # complete epochs only
         return frozenset(out)
 
     def epoch_of(self, step: int) -> int:
@@ -137,17 +157,22 @@ def _in_main_thread() -> bool:
 
 
 def configure_tensorflow(train_config: config_lib.TrainConfig) -> None:
-    """The process-wide TensorFlow settings a training process runs with (`train` calls it).
+    """The process-wide TensorFlow settings a training process runs with (`train` calls it first).
 
-    - Grappler's meta optimizer off: its graph rewrites cost 1.5-2 s before the first step and
-      gain nothing per step on this CPU (bench/RESULTS.md: "Grappler on" rows).
+    - GPU memory on demand (`devices.configure_gpus`), before anything initialises the GPUs.
+    - Grappler's meta optimizer off on a CPU-only machine: its graph rewrites cost 1.5-2 s before
+      the first step and gain nothing per step on this CPU (bench/RESULTS.md: "Grappler on"
+      rows). With a GPU it stays on: there it also rewrites layouts for cuDNN and fuses
+      convolutions, and that case was not measured here (no GPU).
     - Op determinism when `train_config.deterministic` (exact resume across processes).
 
     Process-wide, so it is called where a process decides to train, not at import.
     """
+    devices.configure_gpus()
     if train_config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    if not tf.config.list_physical_devices("GPU"):
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
 
 def train(
@@ -157,6 +182,9 @@ def train(
     overwrite: bool = False,
     verbose: int = 1,
     allow_data_change: bool = False,
+    eval_every_epochs: int = 0,
+    inception_graph: str | None = None,
+    init_from: str | dict[str, str] | None = None,
 ) -> TrainResult:
     """Trains (or resumes) a CycleGAN run and returns where it ended.
 
@@ -167,6 +195,12 @@ def train(
       overwrite: with resume=False, delete an existing run's artefacts in `output_dir` first.
       verbose: 0 silent, 1 progress bar per epoch (a line per log_steps when not on a terminal).
       allow_data_change: resume even if the training images differ from the run's data.json.
+      eval_every_epochs: K > 0: FID/KID of both directions on the test split after every K-th
+        epoch, logged as `eval/*` and the best generators kept in `<run>/best/`
+        (`evaluate.TrainingEvaluator`); 0: off.
+      inception_graph: the Inception graph file for eval_every_epochs (None: the cached copy).
+      init_from: a NEW run's generators start from this run directory or PyTorch .pth file (or
+        {direction: .pth}); see `pretrained.init_generators`. Recorded in `<run>/init.json`.
 
     Returns:
       A `TrainResult`.
@@ -177,57 +211,84 @@ def train(
       Interrupted: SIGINT/SIGTERM arrived; a checkpoint of the last finished step was saved.
     """
     t_start = time.perf_counter()
-    # 1. Open the run: decide what the start means (nothing written yet), data, precision.
-    mode = rundir.check(config, output_dir, resume, overwrite)
+    # 1. Open the run. The process settings and the strategy first (a multi-worker strategy must
+    #    exist before TensorFlow runs anything); then what the start means (decided by the chief
+    #    alone, nothing written yet), the data and the precision, agreed by all workers.
     configure_tensorflow(config.train)
-    unpaired = data.load(config.data, seed=config.train.seed)
-    record = rundir.DataRecord.of(
-        config.data.dataset,
-        unpaired.train_names("a"),
-        unpaired.train_names("b"),
-        unpaired.steps_per_epoch,
-    )
-    if mode == rundir.RESUME:
-        rundir.check_data(output_dir, record, allow_data_change)
-    config, precision_note = rundir.resolve_precision(config, output_dir, mode == rundir.RESUME)
     strategy = trainer.make_strategy(config.train.strategy)
+    task = cluster.Task.of(strategy)
+    opened = _open(config, output_dir, resume, overwrite, allow_data_change, task, strategy)
+    mode, config, precision_note, unpaired, record, file_checks = opened
     if config.data.batch_size % strategy.num_replicas_in_sync:
         raise errors.ConfigError(
             f"batch_size must be divisible by the {strategy.num_replicas_in_sync} replicas. "
             f"Received: batch_size={config.data.batch_size}"
         )
+    evaluator = evaluate.training_evaluator(  # the chief's: it writes best/ and the logs
+        unpaired, output_dir, eval_every_epochs if task.is_chief else 0, inception_graph, verbose
+    )
 
     # 2. The state: built before anything is written, so a failing build leaves nothing behind.
     model = trainer.CycleGAN(config, unpaired.steps_per_epoch, strategy)
-    with rundir.lock(output_dir):
-        # 3. The run directory and the restore.
-        rundir.create(config, output_dir, mode, record)
-        ckpt = checkpoints.Checkpointer(
-            model.checkpoint_objects(), output_dir, config.train.keep_checkpoints
-        )
-        restored = ckpt.restore_latest() if mode == rundir.RESUME else None
+    init = None
+    if init_from:  # the generators' starting point; refused for a run it did not start
+        generators = {"a2b": model.g_ab, "b2a": model.g_ba}
+        resuming = mode == rundir.RESUME
+        init = pretrained.init_generators(generators, init_from, config.model, output_dir, resuming)
+        _say(verbose, f"Generators {'/'.join(init['directions'])} from {init['init_from']}.")
+    with rundir.lock(output_dir) if task.is_chief else contextlib.nullcontext():
+        # 3. The run directory (the chief's alone) and the restore: the chief chooses the
+        #    checkpoint (`restore_latest` skips damaged ones), every other worker restores it.
+        with cluster.Agreement(task, strategy, "prepare the run", ("step",)) as chosen:
+            if task.is_chief:
+                rundir.create(config, output_dir, mode, record)
+                file_checks.save_to(os.path.join(output_dir, rundir.FILE_CHECKS))
+                if init and mode != rundir.RESUME:
+                    pretrained.write_init_record(output_dir, init)
+            keep = config.train.keep_checkpoints
+            ckpt = checkpoints.Checkpointer(
+                model.checkpoint_objects(), output_dir, keep, task.is_chief
+            )
+            restored = ckpt.restore_latest() if mode == rundir.RESUME and task.is_chief else None
+            chosen.share(step=int(model.step.numpy()) if restored else -1)
+        with cluster.Agreement(task, strategy, "restore the chief's checkpoint", ()):
+            if not task.is_chief and chosen.chief["step"] >= 0:
+                restored = ckpt.restore(
+                    os.path.join(rundir.checkpoint_dir(output_dir), f"ckpt-{chosen.chief['step']}")
+                )
         if restored and int(model.seed.numpy()) != config.train.seed:
             raise RunDirError(f"{restored} was trained with seed {int(model.seed.numpy())}")
         start = int(model.step.numpy())
-        cadence = Cadence.of(config, unpaired.steps_per_epoch)
+        eval_epochs = eval_every_epochs if evaluator else 0
+        cadence = Cadence.of(config, unpaired.steps_per_epoch, eval_epochs)
         _say(
             verbose,
             f"{'Resuming from ' + restored if restored else 'Starting'} at step {start}/"
             f"{cadence.total} ({cadence.steps_per_epoch} steps per epoch; |A|={unpaired.num_a}, "
-            f"|B|={unpaired.num_b}; {strategy.num_replicas_in_sync} replica(s)) in {output_dir}",
+            f"|B|={unpaired.num_b}; {strategy.num_replicas_in_sync} replica(s)) in {output_dir}"
+            + (f"; this is {task.describe()}" if task.multi_worker else ""),
         )
         _say(verbose, f"Devices: {precision_lib.devices().describe()}; precision {precision_note}.")
 
-        # 4. The loop.
-        loop = _Loop(model, ckpt, unpaired, cadence, output_dir, config, verbose, t_start)
-        loop.run(start, restored)
+        # 4. The loop (the other workers of a cluster train, save and keep quiet).
+        loop_verbose = verbose if task.is_chief else 0
+        loop = _Loop(model, ckpt, unpaired, cadence, output_dir, config, loop_verbose, t_start)
+        loop.evaluator = evaluator
+        loop.task = task
+        try:
+            loop.run(start, restored)
+        finally:
+            if evaluator:
+                evaluator.close()
 
-    # 5. The end: the score on the built-in dataset.
-    score = (
-        _score_builtin(model, unpaired.builtin_dir, output_dir, verbose)
-        if unpaired.builtin_dir
-        else None
-    )
+    # 5. The end: the score on the built-in dataset (the chief's; the other workers wait, so
+    #    that all end together).
+    with cluster.Agreement(task, strategy, "finish the run", ()):
+        score = (
+            _score_builtin(model, unpaired.builtin_dir, output_dir, verbose)
+            if unpaired.builtin_dir and task.is_chief
+            else None
+        )
     if loop.steps_run == 0:
         _say(
             verbose,
@@ -244,7 +305,64 @@ def train(
         first_step_seconds=loop.first_step_seconds,
         steps_per_second=loop.steps_per_second,
         config=config,
+        is_chief=task.is_chief,
     )
+
+
+_MODES = (rundir.NEW, rundir.RESUME, rundir.OVERWRITE)
+
+
+def _open(config, output_dir, resume, overwrite, allow_data_change, task, strategy):
+    """Phase 1 of `train`: what the start means, the data and the precision.
+
+    The chief alone judges the run directory (`rundir.check`) and resolves the precision; every
+    worker loads the data (reusing the chief's `file_checks.json` when it can read it). All then
+    agree (`cluster.Agreement`): the others take the chief's decisions, and all stop when a
+    worker failed, was started with another config, or sees other training images.
+
+    Returns:
+      (mode, config with a concrete precision, precision note, Unpaired, DataRecord, FileChecks).
+    """
+    given, mode, note = config, None, None
+    file_checks = data.FileChecks.read(os.path.join(output_dir, rundir.FILE_CHECKS))
+    keys = ("mode", "precision", "config", "data")
+    with cluster.Agreement(task, strategy, "open the run", keys) as opened:
+        if task.is_chief:
+            mode = rundir.check(config, output_dir, resume, overwrite)
+        unpaired = data.load(config.data, seed=config.train.seed, file_checks=file_checks)
+        record = rundir.DataRecord.of(
+            config.data.dataset,
+            unpaired.train_names("a"),
+            unpaired.train_names("b"),
+            unpaired.steps_per_epoch,
+        )
+        if mode == rundir.RESUME:
+            rundir.check_data(output_dir, record, allow_data_change)
+        if task.is_chief:
+            config, note = rundir.resolve_precision(config, output_dir, mode == rundir.RESUME)
+        opened.share(
+            mode=_MODES.index(mode) if mode else 0,
+            precision=precision_lib.POLICIES.index(config.train.precision) if note else 0,
+            # Where each worker finds the data may differ; the images may not (`data`).
+            config=cluster.digest(given.replace(dataset="-", data_dir=None).to_json()),
+            data=cluster.digest(record.fingerprint),
+        )
+    chief = opened.chief
+    if any(row["config"] != chief["config"] for row in opened.rows):
+        raise cluster.ClusterError(
+            "The workers were started with different configs; start every worker with the same "
+            "flags (only --dataset's path may differ)."
+        )
+    if any(row["data"] != chief["data"] for row in opened.rows):
+        raise data.DataError(
+            "The workers see different training images (names or decodable files differ); give "
+            "every worker the same dataset."
+        )
+    if not task.is_chief:
+        mode = _MODES[chief["mode"]]
+        precision = precision_lib.POLICIES[chief["precision"]]
+        config, note = config.replace(precision=precision), f"{precision} (the chief's)"
+    return mode, config, note, unpaired, record, file_checks
 
 
 class _Loop:
@@ -262,22 +380,37 @@ class _Loop:
         self.pending: list[tuple[int, dict[str, tf.Tensor]]] = []  # on-device, not yet checked
         self.window: dict[str, list[float]] = {}
         self.bar = None
+        self.evaluator = None  # evaluate.TrainingEvaluator on "eval" events (set by train())
+        self.task = cluster.Task()  # the cluster's chief alone writes logs, grids and metrics
 
     def run(self, start: int, restored: str | None) -> None:
         self.step, self.last_saved = start, restored
-        total, model = self.cadence.total, self.model
-        samples = _grid_samples(self.unpaired, NUM_GRID_SAMPLES)
+        total, model, chief = self.cadence.total, self.model, self.task.is_chief
+        samples = grid_samples(self.unpaired, NUM_GRID_SAMPLES) if chief else None
         # A finite stream (exactly the steps left): at the end its prefetch threads have drained,
-        # so releasing the iterator cannot wait on in-flight work.
-        stream = self.unpaired.train(start_step=start, num_steps=max(total - start, 1))
-        batches = iter(model.strategy.experimental_distribute_dataset(stream))
-        writer = tf.summary.create_file_writer(os.path.join(self.output_dir, rundir.LOGS))
+        # so releasing the iterator cannot wait on in-flight work. Each input pipeline (one per
+        # worker) computes only the samples of its own replicas.
+        steps = max(total - start, 1)
+        batches = iter(
+            model.strategy.distribute_datasets_from_function(
+                lambda context: self.unpaired.train(start, steps, input_context=context)
+            )
+        )
+        logs = os.path.join(self.output_dir, rundir.LOGS)
+        writer = tf.summary.create_file_writer(logs) if chief else tf.summary.create_noop_writer()
+        # Nothing here waits for the device between steps: metrics are pulled at the log cadence
+        # (`_drain`), the bar and cadences are host values, and across workers the agreed stop
+        # flag is read one step late (`cluster.StopVote`).
+        vote = cluster.StopVote(self.task, trainer.STOP_KEY)
         t_loop = None
         with _StopSignals() as stop, writer.as_default():
             while self.step < total:
                 self._maybe_new_bar()
                 t_step = time.perf_counter()
-                self.pending.append((self.step + 1, model.train_step(*next(batches))))
+                signalled = stop.signum is not None
+                outputs = model.train_step(*next(batches), *vote.inputs(signalled))
+                stopping = vote.after_step(outputs, signalled)
+                self.pending.append((self.step + 1, outputs))
                 self.step += 1
                 self.steps_run += 1
                 if self.first_step_seconds is None:  # the first step is mostly tracing
@@ -290,21 +423,24 @@ class _Loop:
                 else:
                     self.durations.append(time.perf_counter() - t_step)
                 events = self.cadence.events(self.step)
-                if stop.signum is not None or events & {"log", "save"}:
-                    self._drain()  # never save unchecked weights
+                if stopping or events & {"log", "save", "eval"}:
+                    self._drain()  # never save (nor keep as best) unchecked weights
                 if "log" in events:
                     self._log()
-                if "epoch_end" in events:
+                if "epoch_end" in events and chief:
                     _epoch_end(
                         model, samples, self.output_dir, self.cadence, self.step, self.verbose
                     )
+                if "eval" in events and self.evaluator is not None:
+                    self.evaluator(model, self.step)
                 if "keep_epoch" in events:
                     self.ckpt.keep_generators(self.cadence.epoch_of(self.step - 1) + 1)
-                if "save" in events or stop.signum is not None:
+                if "save" in events or stopping:  # every worker: saving is collective
                     self.last_saved = self.ckpt.save(self.step)
-                if stop.signum is not None:
+                if stopping:
                     writer.flush()
-                    raise Interrupted(stop.signum, self.step, self.last_saved)
+                    signum = stop.signum or signal.SIGTERM
+                    raise Interrupted(signum, self.step, self.last_saved, stop.signum is None)
                 self._update_bar()
         writer.flush()
         if self.steps_run > 1 and t_loop is not None:
@@ -326,7 +462,7 @@ class _Loop:
         self.pending = []
 
     def _log(self) -> None:
-        self.last_means = _log_scalars(self.output_dir, self.step, self.window)
+        self.last_means = _log_scalars(self.output_dir, self.step, self.window, self.task.is_chief)
         self.window = {}
         if self.verbose and self.bar is None:  # not a terminal: one line per log interval
             _print_progress(self.step, self.cadence.total, self.durations, self.last_means)
@@ -371,9 +507,11 @@ def _progress_bar(verbose, epoch, total_epochs, target):
     return keras.utils.Progbar(target, stateful_metrics=["it/s", *_SHOWN], unit_name="step")
 
 
-def _log_scalars(output_dir: str, step: int, window: dict[str, list[float]]) -> dict:
-    """Writes the window's mean of every scalar to TensorBoard and metrics.jsonl."""
+def _log_scalars(output_dir: str, step: int, window: dict[str, list[float]], write=True) -> dict:
+    """The window's mean of every scalar, written to TensorBoard and metrics.jsonl if `write`."""
     means = {k: float(np.mean(v)) for k, v in window.items()}
+    if not write:
+        return means
     for k, v in means.items():
         tf.summary.scalar(k, v, step=step)
     with open(os.path.join(output_dir, rundir.METRICS_FILE), "a") as f:
@@ -389,7 +527,7 @@ def _print_progress(step: int, total: int, durations, means: dict) -> None:
     print(f"  step {step}/{total}  {rate:.2f} it/s  ETA {eta_text}  {shown}", flush=True)
 
 
-def _grid_samples(unpaired, n: int) -> dict[str, np.ndarray]:
+def grid_samples(unpaired, n: int) -> dict[str, np.ndarray]:
     """A fixed set of n images per domain (test split if present) for the epoch grids."""
     out = {}
     if unpaired.has_test:
@@ -416,15 +554,8 @@ def _epoch_end(model, samples, output_dir, cadence, step, verbose) -> str:
 
 def _score_builtin(model, builtin_dir, output_dir, verbose) -> dict:
     """Scores G_AB on the built-in paired test split against the identity baseline."""
-    real_a, truth_b = synthetic.load_test_pairs(builtin_dir)
-    fakes = np.concatenate(
-        [model.translate(real_a[i : i + 8], "a2b").numpy() for i in range(0, len(real_a), 8)]
-    )
-    result = {
-        "g_ab": synthetic.score(fakes, truth_b, real_a),
-        "identity": synthetic.score(real_a, truth_b, real_a),
-        "step": int(model.step.numpy()),
-    }
+    result = synthetic.score_translation(lambda x: model.translate(x, "a2b"), builtin_dir)
+    result["step"] = int(model.step.numpy())
     with open(os.path.join(output_dir, rundir.SCORE_FILE), "w") as f:
         json.dump(result, f, indent=2)
     if verbose:

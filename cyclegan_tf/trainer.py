@@ -7,7 +7,8 @@ image through the A->B generator should stay itself).
 
 `CycleGAN` owns the four networks, both optimizers, the two image pools, and the step/epoch/seed
 counters, all created under one `tf.distribute.Strategy`. `train_step` is ONE `tf.function`; it
-takes a (distributed) batch `(real_a, real_b)` and returns a flat dict of float32 scalars.
+takes a (distributed) batch `(real_a, real_b)` and returns a flat dict of float32 scalars. Across
+workers it also carries each worker's stop request (`stop`, see `cluster.StopVote`).
 
 All randomness of a step (pool choices, WGAN-GP interpolation) is stateless, seeded by
 (seed, step), so a run restored from a checkpoint takes exactly the steps an uninterrupted run
@@ -16,18 +17,26 @@ takes.
 
 from __future__ import annotations
 
-import os
-
 import keras
 import numpy as np
 import tensorflow as tf
 
+from cyclegan_tf import (
+    cluster,
+    discriminators,
+    generators,
+    image_pool,
+    losses,
+    optimizers,
+    schedules,
+)
 from cyclegan_tf import config as config_lib
-from cyclegan_tf import discriminators, generators, image_pool, losses, optimizers, schedules
 from cyclegan_tf import precision as precision_lib
 
 # Salts that separate the stateless random streams drawn from (seed, step).
 _POOL_A, _POOL_B, _GP_A, _GP_B = 1, 2, 3, 4
+# The output of `train_step(..., stop=flag)`: the stop requests summed over all replicas.
+STOP_KEY = "cluster/stop"
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -35,11 +44,16 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
 
     Args:
       name: "default" (the current/default strategy: one device), "one_device" (first GPU, else
-        the CPU), "mirrored" (all local GPUs; the CPU if there are none), "multi_worker" (reads the
-        cluster from the TF_CONFIG environment variable).
+        the CPU), "mirrored" (all local GPUs; without GPUs every logical CPU device, i.e. one
+        unless the process configured more), "multi_worker" (MultiWorkerMirroredStrategy over
+        the cluster in the TF_CONFIG environment variable; create it before TensorFlow runs
+        anything else, see `cluster.py`).
 
     Returns:
       A `tf.distribute.Strategy`.
+
+    Raises:
+      cluster.ClusterError: multi_worker without a usable TF_CONFIG.
     """
     if name == "default":
         return tf.distribute.get_strategy()
@@ -47,13 +61,10 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         gpus = tf.config.list_logical_devices("GPU")
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
     if name == "multi_worker":
-        if not os.environ.get("TF_CONFIG"):
-            raise ValueError(
-                "strategy=multi_worker needs the TF_CONFIG environment variable describing the "
-                "cluster (see tf.distribute.MultiWorkerMirroredStrategy); set it on every worker."
-            )
+        cluster.Task.from_environment(name)  # a one-line error for a missing/malformed TF_CONFIG
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(
         f"strategy must be one of {', '.join(config_lib.STRATEGIES)}. Received: strategy={name!r}"
@@ -224,16 +235,21 @@ class CycleGAN(tf.Module):
 
     # -- the step ---------------------------------------------------------------------------
 
-    def _train_step(self, real_a: tf.Tensor, real_b: tf.Tensor) -> dict[str, tf.Tensor]:
+    def _train_step(
+        self, real_a: tf.Tensor, real_b: tf.Tensor, stop: tf.Tensor | None = None
+    ) -> dict[str, tf.Tensor]:
         """One CycleGAN iteration: update both generators, then both discriminators.
 
         Args:
           real_a: [N, H, W, 3] float32 in [-1, 1] (per replica when distributed).
           real_b: [N, H, W, 3] float32 in [-1, 1].
+          stop: optional float32 scalar, this worker's stop request (1.0) or not (0.0).
 
         Returns:
           A flat dict of float32 scalars: g/adv_ab, g/adv_ba, g/cycle_a, g/cycle_b, g/idt_a,
-          g/idt_b, g/total, d/a, d/b (plus d/gp_a, d/gp_b for wgangp), and lr.
+          g/idt_b, g/total, d/a, d/b (plus d/gp_a, d/gp_b for wgangp), and lr; with `stop`,
+          also `STOP_KEY`: the requests summed over every replica of every worker (> 0: some
+          worker asked to stop).
         """
         self.traces += 1  # runs when traced, not when the graph runs
         # 1. One stateless seed per step: same step -> same random choices, resumed or not.
@@ -262,6 +278,9 @@ class CycleGAN(tf.Module):
             for k, v in metrics.items()
         }
         metrics["lr"] = tf.cast(lr, tf.float32)
+        if stop is not None:  # one more scalar all-reduce next to the metrics'
+            requests = self.strategy.run(lambda: tf.identity(stop))
+            metrics[STOP_KEY] = self.strategy.reduce(tf.distribute.ReduceOp.SUM, requests, None)
         return metrics
 
     def _generator_update(self, real_a, real_b):

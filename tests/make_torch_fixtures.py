@@ -19,6 +19,8 @@ are those of the official files, at small widths. Files:
   zip format.
 - unet128_legacy.pth: unet_128, ngf 1 (its 128 x 128 reference output dominates the size anyway),
   legacy format.
+- patchgan_basic.npz: the official NLayerDiscriminator (70x70 PatchGAN, ndf 4), its conv weights,
+  an input and its logits (`write_patchgan`).
 
 Next to each, `<name>.npz` holds uint8 inputs `x_even` (a multiple of the generator's size
 multiple) and `x_odd` (not a multiple), both [1, H, W, 3], and the eval-mode PyTorch outputs
@@ -172,6 +174,58 @@ class UnetGenerator(nn.Module):
 # -- references -------------------------------------------------------------------------------
 
 
+class NLayerDiscriminator(nn.Module):
+    """The official 70x70 PatchGAN (NLayerDiscriminator) with affine-free instance norm."""
+
+    def __init__(self, input_nc, ndf=64, n_layers=3, norm_layer=nn.InstanceNorm2d):
+        super().__init__()
+        use_bias = norm_layer == nn.InstanceNorm2d or (
+            isinstance(norm_layer, functools.partial) and norm_layer.func == nn.InstanceNorm2d
+        )
+        kw, padw = 4, 1
+        sequence = [nn.Conv2d(input_nc, ndf, kw, 2, padw), nn.LeakyReLU(0.2, True)]
+        nf_mult = 1
+        for n in range(1, n_layers):
+            nf_mult_prev, nf_mult = nf_mult, min(2**n, 8)
+            sequence += [
+                nn.Conv2d(ndf * nf_mult_prev, ndf * nf_mult, kw, 2, padw, bias=use_bias),
+                norm_layer(ndf * nf_mult),
+                nn.LeakyReLU(0.2, True),
+            ]
+        nf_mult_prev, nf_mult = nf_mult, min(2**n_layers, 8)
+        sequence += [
+            nn.Conv2d(ndf * nf_mult_prev, ndf * nf_mult, kw, 1, padw, bias=use_bias),
+            norm_layer(ndf * nf_mult),
+            nn.LeakyReLU(0.2, True),
+        ]
+        sequence += [nn.Conv2d(ndf * nf_mult, 1, kw, 1, padw)]
+        self.model = nn.Sequential(*sequence)
+
+    def forward(self, x):
+        return self.model(x)
+
+
+@torch.no_grad()
+def write_patchgan():
+    """patchgan_basic.npz: the official PatchGAN (ndf 4) weights, an input and its logits.
+
+    Keys: `kernel_<i>` (PyTorch layout [out, in, kh, kw]) and `bias_<i>` of the i-th Conv2d in
+    order, `x` [1, 70, 70, 3] float32 in [-1, 1] and `y` [1, 6, 6, 1] float32 logits.
+    """
+    torch.manual_seed(5)
+    instance = functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
+    net = NLayerDiscriminator(3, ndf=4, n_layers=3, norm_layer=instance).eval()
+    x = torch.rand(1, 3, 70, 70, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    arrays = {"torch_version": np.array(torch.__version__), "x": x.numpy().transpose(0, 2, 3, 1)}
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    for i, conv in enumerate(convs):
+        arrays[f"kernel_{i}"] = conv.weight.numpy()
+        arrays[f"bias_{i}"] = conv.bias.numpy()
+    arrays["y"] = net(x).numpy().transpose(0, 2, 3, 1)
+    np.savez_compressed(os.path.join(OUT_DIR, "patchgan_basic.npz"), **arrays)
+    print(f"patchgan_basic: {len(convs)} convs, logits {arrays['y'].shape}")
+
+
 def mirror_indices(size, before, after):
     """numpy twin of `inference.mirror_indices`: reflect (edge not repeated), folding wide pads."""
     positions = np.arange(-before, size + after)
@@ -254,6 +308,8 @@ def main():
     torch.manual_seed(4)
     net = UnetGenerator(3, 3, 7, 1, instance)
     write("unet128_legacy", net, 128, (128, 128), (20, 27), legacy=True, seed=4)
+
+    write_patchgan()
 
 
 if __name__ == "__main__":

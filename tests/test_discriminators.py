@@ -1,5 +1,7 @@
 """Tests for cyclegan_tf.discriminators: official sizes, patch grids, logits, errors."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -87,3 +89,17 @@ def test_invalid_arguments_raise(kwargs, message):
 def test_norm_none_drops_the_middle_biases_like_the_official_code():
     model = discriminators.build_discriminator("basic", norm="none")
     assert model.count_params() == 2_764_737 - (128 + 256 + 512)
+
+
+def test_patchgan_reproduces_the_official_network_given_its_weights():
+    # tests/data/torch/patchgan_basic.npz: made by tests/make_torch_fixtures.py with PyTorch.
+    golden = np.load(os.path.join(os.path.dirname(__file__), "data", "torch", "patchgan_basic.npz"))
+    model = discriminators.build_discriminator("basic", ndf=4)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) == 5
+    for i, conv in enumerate(convs):
+        kernel = golden[f"kernel_{i}"].transpose(2, 3, 1, 0)  # [out, in, kh, kw] -> Keras
+        conv.set_weights([kernel, golden[f"bias_{i}"]])
+    logits = model(golden["x"], training=False).numpy()
+    assert logits.shape == golden["y"].shape == (1, 6, 6, 1)
+    np.testing.assert_allclose(logits, golden["y"], rtol=0, atol=1e-5)

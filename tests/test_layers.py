@@ -130,9 +130,10 @@ def test_bfloat16_instance_norm_is_the_float32_one_rounded(mixed_bfloat16, shape
     np.testing.assert_array_equal(grad.numpy(), grad_reference.numpy())
 
 
-def test_use_bias_only_without_batch_norm():
-    assert layers.use_bias("instance") and layers.use_bias("none")
-    assert not layers.use_bias("batch")
+def test_use_bias_only_with_instance_norm():
+    # The official `use_bias = norm_layer == nn.InstanceNorm2d`.
+    assert layers.use_bias("instance")
+    assert not layers.use_bias("batch") and not layers.use_bias("none")
 
 
 # kernel_initializer
