@@ -297,12 +297,12 @@ def _one_direction(command: str) -> str:
 
 def _export_and_translate_test_split(result) -> int:
     """After training: float32 SavedModels for serving, and the test images translated by them."""
-    from cyclegan_tf import export, translate
+    from cyclegan_tf import data, export, translate
 
     paths = export.export_run(result.run_dir, FLAGS.export_dir)
     _print_exported(paths)
-    test_a = os.path.join(result.data_root, "testA") if result.data_root else None
-    if not test_a or not os.path.isdir(test_a):
+    test_a = data.test_folder(result.config.data, "a")
+    if test_a is None:  # a TFDS dataset or a folder without testA/
         return 0
     out = os.path.join(result.run_dir, "translated")
     a2b = paths[export.SAVED_MODEL]["a2b"]

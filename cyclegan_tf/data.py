@@ -408,6 +408,23 @@ def load(
     return _load_folder(root, config, seed, file_checks, kind="folder", name=dataset)
 
 
+def test_folder(config: config_lib.DataConfig, domain: str = "a") -> str | None:
+    """The folder of a folder or built-in dataset's test images of `domain`, None if it has none.
+
+    TFDS datasets have no folder (None): their test split is read with `load(...).test(domain)`.
+    """
+    _check_domain(domain)
+    dataset = config.dataset.strip()
+    if dataset == "builtin":
+        root = builtin_path(config, synthetic.DEFAULT_SEED)
+    elif _tfds_name(dataset) is not None:
+        return None
+    else:
+        root = os.path.abspath(os.path.expanduser(dataset))
+    folder = os.path.join(root, f"test{domain.upper()}")
+    return folder if os.path.isdir(folder) else None
+
+
 def builtin_path(config: config_lib.DataConfig, seed: int) -> str:
     """The folder of the built-in dataset for `config.builtin_*` and `seed` (generated if needed).
 

@@ -219,48 +219,22 @@ def train(
     task = cluster.Task.of(strategy)
     opened = _open(config, output_dir, resume, overwrite, allow_data_change, task, strategy)
     mode, config, precision_note, unpaired, record, file_checks = opened
-    if config.data.batch_size % strategy.num_replicas_in_sync:
-        raise errors.ConfigError(
-            f"batch_size must be divisible by the {strategy.num_replicas_in_sync} replicas. "
-            f"Received: batch_size={config.data.batch_size}"
-        )
     evaluator = evaluate.training_evaluator(  # the chief's: it writes best/ and the logs
         unpaired, output_dir, eval_every_epochs if task.is_chief else 0, inception_graph, verbose
     )
 
     # 2. The state: built before anything is written, so a failing build leaves nothing behind.
     model = trainer.CycleGAN(config, unpaired.steps_per_epoch, strategy)
-    init = None
-    if init_from:  # the generators' starting point; refused for a run it did not start
-        generators = {"a2b": model.g_ab, "b2a": model.g_ba}
-        resuming = mode == rundir.RESUME
-        init = pretrained.init_generators(generators, init_from, config.model, output_dir, resuming)
-        _say(verbose, f"Generators {'/'.join(init['directions'])} from {init['init_from']}.")
+    init = _init_generators(model, init_from, config, output_dir, mode, verbose)
     with rundir.lock(output_dir) if task.is_chief else contextlib.nullcontext():
-        # 3. The run directory (the chief's alone) and the restore: the chief chooses the
-        #    checkpoint (`restore_latest` skips damaged ones), every other worker restores it.
-        with cluster.Agreement(task, strategy, "prepare the run", ("step",)) as chosen:
-            if task.is_chief:
-                rundir.create(config, output_dir, mode, record)
-                file_checks.save_to(os.path.join(output_dir, rundir.FILE_CHECKS))
-                if init and mode != rundir.RESUME:
-                    pretrained.write_init_record(output_dir, init)
-            keep = config.train.keep_checkpoints
-            ckpt = checkpoints.Checkpointer(
-                model.checkpoint_objects(), output_dir, keep, task.is_chief
-            )
-            restored = ckpt.restore_latest() if mode == rundir.RESUME and task.is_chief else None
-            chosen.share(step=int(model.step.numpy()) if restored else -1)
-        with cluster.Agreement(task, strategy, "restore the chief's checkpoint", ()):
-            if not task.is_chief and chosen.chief["step"] >= 0:
-                restored = ckpt.restore(
-                    os.path.join(rundir.checkpoint_dir(output_dir), f"ckpt-{chosen.chief['step']}")
-                )
-        if restored and int(model.seed.numpy()) != config.train.seed:
-            raise RunDirError(f"{restored} was trained with seed {int(model.seed.numpy())}")
+        # 3. The run directory (the chief's alone) and the restore.
+        ckpt, restored = _create_and_restore(
+            model, config, output_dir, mode, (record, file_checks, init), task, strategy
+        )
         start = int(model.step.numpy())
-        eval_epochs = eval_every_epochs if evaluator else 0
-        cadence = Cadence.of(config, unpaired.steps_per_epoch, eval_epochs)
+        cadence = Cadence.of(
+            config, unpaired.steps_per_epoch, eval_every_epochs if evaluator else 0
+        )
         _say(
             verbose,
             f"{'Resuming from ' + restored if restored else 'Starting'} at step {start}/"
@@ -271,10 +245,17 @@ def train(
         _say(verbose, f"Devices: {precision_lib.devices().describe()}; precision {precision_note}.")
 
         # 4. The loop (the other workers of a cluster train, save and keep quiet).
-        loop_verbose = verbose if task.is_chief else 0
-        loop = _Loop(model, ckpt, unpaired, cadence, output_dir, config, loop_verbose, t_start)
-        loop.evaluator = evaluator
-        loop.task = task
+        loop = _Loop(
+            model,
+            ckpt,
+            unpaired,
+            cadence,
+            output_dir,
+            config,
+            verbose if task.is_chief else 0,
+            t_start,
+        )
+        loop.evaluator, loop.task = evaluator, task
         try:
             loop.run(start, restored)
         finally:
@@ -309,6 +290,45 @@ def train(
     )
 
 
+def _init_generators(model, init_from, config, output_dir, mode, verbose) -> dict | None:
+    """Phase 2b: a new run's generators from `init_from` (refused for a run it did not start)."""
+    if not init_from:
+        return None
+    generators = {"a2b": model.g_ab, "b2a": model.g_ba}
+    resuming = mode == rundir.RESUME
+    init = pretrained.init_generators(generators, init_from, config.model, output_dir, resuming)
+    _say(verbose, f"Generators {'/'.join(init['directions'])} from {init['init_from']}.")
+    return init
+
+
+def _create_and_restore(model, config, output_dir, mode, records, task, strategy):
+    """Phase 3: the chief writes the run directory and chooses the checkpoint (`restore_latest`
+    skips damaged ones); every other worker restores exactly that one.
+
+    Returns:
+      (checkpoints.Checkpointer, the restored checkpoint path or None).
+    """
+    record, file_checks, init = records
+    with cluster.Agreement(task, strategy, "prepare the run", ("step",)) as chosen:
+        if task.is_chief:
+            rundir.create(config, output_dir, mode, record)
+            file_checks.save_to(os.path.join(output_dir, rundir.FILE_CHECKS))
+            if init and mode != rundir.RESUME:
+                pretrained.write_init_record(output_dir, init)
+        keep = config.train.keep_checkpoints
+        ckpt = checkpoints.Checkpointer(model.checkpoint_objects(), output_dir, keep, task.is_chief)
+        restored = ckpt.restore_latest() if mode == rundir.RESUME and task.is_chief else None
+        chosen.share(step=int(model.step.numpy()) if restored else -1)
+    with cluster.Agreement(task, strategy, "restore the chief's checkpoint", ()):
+        if not task.is_chief and chosen.chief["step"] >= 0:
+            restored = ckpt.restore(
+                os.path.join(rundir.checkpoint_dir(output_dir), f"ckpt-{chosen.chief['step']}")
+            )
+    if restored and int(model.seed.numpy()) != config.train.seed:
+        raise RunDirError(f"{restored} was trained with seed {int(model.seed.numpy())}")
+    return ckpt, restored
+
+
 _MODES = (rundir.NEW, rundir.RESUME, rundir.OVERWRITE)
 
 
@@ -323,6 +343,11 @@ def _open(config, output_dir, resume, overwrite, allow_data_change, task, strate
     Returns:
       (mode, config with a concrete precision, precision note, Unpaired, DataRecord, FileChecks).
     """
+    if config.data.batch_size % strategy.num_replicas_in_sync:
+        raise errors.ConfigError(
+            f"batch_size must be divisible by the {strategy.num_replicas_in_sync} replicas. "
+            f"Received: batch_size={config.data.batch_size}"
+        )
     given, mode, note = config, None, None
     file_checks = data.FileChecks.read(os.path.join(output_dir, rundir.FILE_CHECKS))
     keys = ("mode", "precision", "config", "data")
