@@ -147,37 +147,10 @@ class Checkpointer:
         candidates = list(reversed(self.manager.checkpoints))
         if not candidates:
             return None
-        failures = []
-        for path in candidates:
-            try:
-                self.checkpoint.restore(path).assert_existing_objects_matched()
-            # AssertionError/ValueError: objects that do not match (another model); OpError:
-            # missing/corrupt files; IndexError: a truncated data file ("Read less bytes than
-            # requested").
-            except (AssertionError, ValueError) as e:
-                if _index_readable(path):  # readable, yet the objects do not fit
-                    raise CheckpointError(
-                        f"{path} holds a different model than this config builds "
-                        f"({_first_line(e)}); it was written by another config or version of "
-                        "cyclegan_tf. Resume with the original config, or train into a new "
-                        "--output_dir."
-                    ) from e
-                failures.append((path, _first_line(e)))
-            except (tf.errors.OpError, IndexError, OSError) as e:
-                failures.append((path, _first_line(e)))
-            else:
-                if failures:
-                    logging.warning(
-                        "Checkpoint %s could not be read (%s); resumed from %s instead.",
-                        failures[0][0],
-                        failures[0][1],
-                        path,
-                    )
-                return path
-        raise CheckpointError(
-            f"No readable checkpoint in {self.manager.directory} (latest {failures[0][0]}: "
-            f"{failures[0][1]}); the files are damaged: delete them, or pass --noresume "
-            "--overwrite to start over."
+        return _restore_newest(
+            candidates,
+            lambda path: self.checkpoint.restore(path).assert_existing_objects_matched(),
+            "resumed from",
         )
 
 
@@ -246,16 +219,95 @@ def restore_generators(path: str, g_ab=None, g_ba=None) -> None:
     Raises:
       CheckpointError: the checkpoint is unreadable or does not match the models.
     """
-    objects = {k: v for k, v in (("g_ab", g_ab), ("g_ba", g_ba)) if v is not None}
     try:
-        status = tf.train.Checkpoint(**objects).restore(path)
-        status.expect_partial()
-        status.assert_existing_objects_matched()
-    except (tf.errors.OpError, ValueError, AssertionError) as e:
+        _restore_generators_raw(path, g_ab, g_ba)
+    except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as e:
         raise CheckpointError(
             f"Could not load generators from checkpoint {path!r}: {_first_line(e)}. Is config.json "
             "the one this run was trained with?"
         ) from e
+
+
+def restore_latest_generators(run_dir: str, g_ab=None, g_ba=None) -> str:
+    """Loads the generators of the newest readable checkpoint, as training's resume chooses it.
+
+    A damaged latest checkpoint (truncated or corrupt files) is skipped with a warning for the
+    previous one, like `Checkpointer.restore_latest`; a checkpoint that reads but holds another
+    model is an error at once.
+
+    Returns:
+      The path prefix the weights came from.
+
+    Raises:
+      CheckpointError: no checkpoint, none readable, or weights that do not fit the models.
+    """
+    latest = resolve_checkpoint(run_dir)  # raises when there is none
+    state = tf.train.get_checkpoint_state(checkpoint_dir(run_dir))
+    candidates = list(reversed(state.all_model_checkpoint_paths)) if state else [latest]
+    candidates = [
+        p if os.path.isabs(p) else os.path.join(checkpoint_dir(run_dir), p) for p in candidates
+    ]
+    return _restore_newest(
+        candidates, lambda path: _restore_generators_raw(path, g_ab, g_ba), "loaded"
+    )
+
+
+def _restore_generators_raw(path: str, g_ab, g_ba) -> None:
+    objects = {k: v for k, v in (("g_ab", g_ab), ("g_ba", g_ba)) if v is not None}
+    status = tf.train.Checkpoint(**objects).restore(path)
+    status.expect_partial()
+    status.assert_existing_objects_matched()
+
+
+def _restore_newest(candidates: list[str], restore, verb: str) -> str:
+    """Restores the newest of `candidates` (newest first) that can be read.
+
+    A damaged checkpoint (missing, truncated or corrupt files) is skipped with a warning for the
+    previous one. A checkpoint that reads but whose objects do not fit (another model: another
+    config or version) is an error at once: an older checkpoint of the same run cannot help.
+
+    Args:
+      candidates: checkpoint path prefixes, newest first.
+      restore: path -> None, raising what `tf.train.Checkpoint.restore` and its assertions raise.
+      verb: how the warning names the fallback ("resumed from", "loaded").
+
+    Returns:
+      The restored path prefix.
+
+    Raises:
+      CheckpointError: another model, or none of the candidates can be read.
+    """
+    failures = []
+    for path in candidates:
+        try:
+            restore(path)
+        # AssertionError/ValueError: objects that do not fit; OpError: missing/corrupt files;
+        # IndexError: a truncated data file ("Read less bytes than requested").
+        except (AssertionError, ValueError) as e:
+            if _index_readable(path):  # readable, yet the objects do not fit
+                raise CheckpointError(
+                    f"{path} holds a different model than this config builds "
+                    f"({_first_line(e)}); it was written by another config or version of "
+                    "cyclegan_tf. Use the original config, or train into a new --output_dir."
+                ) from e
+            failures.append((path, _first_line(e)))
+        except (tf.errors.OpError, IndexError, OSError) as e:
+            failures.append((path, _first_line(e)))
+        else:
+            if failures:
+                logging.warning(
+                    "Checkpoint %s could not be read (%s); %s %s instead.",
+                    failures[0][0],
+                    failures[0][1],
+                    verb,
+                    path,
+                )
+            return path
+    raise CheckpointError(
+        f"No readable checkpoint in {os.path.dirname(candidates[0])} (latest {failures[0][0]}: "
+        f"{failures[0][1]}); the files are damaged: delete them, or pass --noresume "
+        "--overwrite to start over."
+    )
 
 
 def _best_checkpoint(run_dir: str) -> str:

@@ -239,9 +239,11 @@ def load_run(
         )
         for direction in directions
     }
-    checkpoints.restore_generators(
-        path, **{GENERATOR_NAMES[direction]: model for direction, model in built.items()}
-    )
+    models = {GENERATOR_NAMES[direction]: model for direction, model in built.items()}
+    if checkpoint is None:  # the newest readable one, as training's resume chooses it
+        path = checkpoints.restore_latest_generators(run_dir, **models)
+    else:
+        checkpoints.restore_generators(path, **models)
     return LoadedRun(
         config, path, built, generators.size_multiple(config.model.generator), precision
     )

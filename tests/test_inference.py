@@ -1,12 +1,14 @@
 """Tests for cyclegan_tf.inference: mirror padding, any-size translation, the Translator's
 endpoints, and generators loaded from a run directory in the precision asked for."""
 
+import os
+
 import fixtures
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from cyclegan_tf import errors, generators, images, inference, precision
+from cyclegan_tf import checkpoints, errors, generators, images, inference, precision
 
 
 def _float(images):
@@ -93,3 +95,18 @@ def test_load_run_computes_in_the_precision_asked_for_and_resolves_auto_here(tmp
         inference.load_run(run_dir, directions=("ab",))
     with pytest.raises(errors.ConfigError, match="precision must be one of"):
         inference.load_run(run_dir, precision="fp16")
+
+
+def test_load_run_falls_back_past_a_corrupt_latest_checkpoint(tmp_path, caplog):
+    run = str(tmp_path / "run")
+    model = fixtures.make_run(run, step=3, precision="float32")
+    checkpoints.Checkpointer(model.checkpoint_objects(), run).save(5)
+    data_file = os.path.join(run, "checkpoints", "ckpt-5.data-00000-of-00001")
+    with open(data_file, "r+b") as f:
+        f.truncate(100)
+    loaded = inference.load_run(run, precision="float32")
+    assert loaded.checkpoint.endswith("ckpt-3")
+    assert "ckpt-5 could not be read" in caplog.text
+    np.testing.assert_array_equal(
+        loaded.generators["a2b"].weights[0].numpy(), model.g_ab.weights[0].numpy()
+    )

@@ -465,3 +465,13 @@ def test_two_workers_train_like_two_mirrored_devices_and_resume_after_sigterm(tm
     assert set(resumed) == set(uninterrupted)
     for name, value in uninterrupted.items():
         np.testing.assert_array_equal(resumed[name], value, err_msg=name)
+
+
+def test_a_checkpoint_of_another_model_is_reported_not_skipped(tmp_path):
+    run = str(tmp_path / "run")
+    train.train(_tiny(max_steps=2), run, verbose=0)
+    # A newer checkpoint that reads fine but holds another model (another version or config).
+    other = trainer.CycleGAN(_tiny(ngf=16, precision="float32"), steps_per_epoch=8)
+    checkpoints.Checkpointer(other.checkpoint_objects(), run).save(3)
+    with pytest.raises(checkpoints.CheckpointError, match="holds a different model"):
+        train.train(_tiny(max_steps=4), run, verbose=0)
