@@ -33,7 +33,6 @@ from absl import logging
 
 from cyclegan_tf import errors, rundir
 
-CONFIG_FILE = rundir.CONFIG_FILE  # kept for callers that predate rundir.py
 # `<run>/best/best.json` names the checkpoint in best/ (written by `evaluate.TrainingEvaluator`).
 BEST = "best"
 BEST_FILE = "best.json"

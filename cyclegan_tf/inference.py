@@ -17,7 +17,7 @@ import os
 import keras
 import tensorflow as tf
 
-from cyclegan_tf import checkpoints, errors, generators, pretrained
+from cyclegan_tf import checkpoints, errors, generators, pretrained, rundir
 from cyclegan_tf import config as config_lib
 from cyclegan_tf import images as images_lib
 from cyclegan_tf import precision as precision_lib
@@ -166,10 +166,10 @@ def read_run_config(run_dir: str) -> config_lib.Config:
     Raises:
       checkpoints.CheckpointError: no config.json (not a run directory) or an invalid one.
     """
-    path = os.path.join(run_dir, checkpoints.CONFIG_FILE)
+    path = os.path.join(run_dir, rundir.CONFIG_FILE)
     if not os.path.isfile(path):
         raise checkpoints.CheckpointError(
-            f"{run_dir!r} is not a run directory: it has no {checkpoints.CONFIG_FILE} (train "
+            f"{run_dir!r} is not a run directory: it has no {rundir.CONFIG_FILE} (train "
             "with `cyclegan-tf train --output_dir=...` first)."
         )
     with open(path) as f:

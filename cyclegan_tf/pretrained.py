@@ -860,7 +860,7 @@ def import_torch(
             dropout=layout.dropout,
             precision="float32",
         )
-        with open(os.path.join(tmp, checkpoints.CONFIG_FILE), "w") as f:
+        with open(os.path.join(tmp, rundir.CONFIG_FILE), "w") as f:
             f.write(run_config.to_json())
         checkpoint = tf.train.Checkpoint(
             **{GENERATOR_NAMES[dirn]: model for dirn, model in models.items()}

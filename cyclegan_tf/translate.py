@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cyclegan_tf import checkpoints, devices, errors, export, inference
+from cyclegan_tf import checkpoints, devices, errors, export, inference, rundir
 from cyclegan_tf import config as config_lib
 from cyclegan_tf import images as images_lib
 from cyclegan_tf import precision as precision_lib
@@ -247,9 +247,9 @@ def load_model(
             checkpoint=info.get("checkpoint"),
             step=info.get("step"),
         )
-    if not os.path.isfile(os.path.join(model, checkpoints.CONFIG_FILE)):
+    if not os.path.isfile(os.path.join(model, rundir.CONFIG_FILE)):
         raise errors.UserError(
-            f"--model={model!r} is neither a run directory (with {checkpoints.CONFIG_FILE}), an "
+            f"--model={model!r} is neither a run directory (with {rundir.CONFIG_FILE}), an "
             f"exported SavedModel (a directory with saved_model.pb, or "
             f"{export.model_name(direction)}/<version>/ below it) nor a .tflite/.onnx file."
         )

@@ -3,12 +3,14 @@ small stand-in for the Inception graph of FID/KID."""
 
 import io
 import os
+import subprocess
+import sys
 
 import numpy as np
 import PIL.Image
 import tensorflow as tf
 
-from cyclegan_tf import checkpoints, config, metrics, trainer
+from cyclegan_tf import checkpoints, config, metrics, rundir, trainer
 
 
 def make_run(run_dir, step=3, **overrides):
@@ -19,7 +21,7 @@ def make_run(run_dir, step=3, **overrides):
     cfg = config.preset("tiny", **overrides)
     model = trainer.CycleGAN(cfg, steps_per_epoch=4)
     os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, checkpoints.CONFIG_FILE), "w") as f:
+    with open(os.path.join(run_dir, rundir.CONFIG_FILE), "w") as f:
         f.write(cfg.to_json())
     checkpoints.Checkpointer(model.checkpoint_objects(), str(run_dir)).save(step)
     return model
@@ -106,3 +108,20 @@ def write_standin_inception_graph(folder):
     with open(path, "wb") as f:
         f.write(standin_inception_graph_def().SerializeToString())
     return path
+
+
+def run_cli(*args, cwd=None, timeout=600):
+    """`cyclegan-tf ARGS` in a subprocess, as a user runs it.
+
+    No TF_CPP_MIN_LOG_LEVEL of our own (conftest sets one for in-process tests), so the CLI's own
+    filtering of TensorFlow's start-up output is what the tests see.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run(
+        [sys.executable, "-m", "cyclegan_tf.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
+    )

@@ -1,25 +1,15 @@
 """The command line: every user mistake is one line on stderr and exit code 2."""
 
 import os
-import subprocess
-import sys
 
+import fixtures
 import pytest
 
 from cyclegan_tf import config
 
 
 def _cli(*args, cwd=None):
-    # As a user runs it: no TF_CPP_MIN_LOG_LEVEL of our own (conftest sets one for the tests).
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    return subprocess.run(
-        [sys.executable, "-m", "cyclegan_tf.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=300,
-    )
+    return fixtures.run_cli(*args, cwd=cwd, timeout=300)
 
 
 def _one_line_error(proc, fragment):

@@ -4,8 +4,6 @@ evaluation during training (eval/ lines in metrics.jsonl, best/)."""
 
 import json
 import os
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 
@@ -229,14 +227,7 @@ def test_training_evaluator_is_skipped_with_one_warning_line(tmp_path, monkeypat
 
 
 def _cli(*args):
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    return subprocess.run(
-        [sys.executable, "-m", "cyclegan_tf.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    return fixtures.run_cli(*args)
 
 
 @pytest.mark.slow

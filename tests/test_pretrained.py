@@ -10,10 +10,9 @@ import io
 import json
 import os
 import pickle
-import subprocess
-import sys
 import zipfile
 
+import fixtures
 import numpy as np
 import PIL.Image
 import pytest
@@ -540,14 +539,7 @@ def test_init_from_sets_the_generators_of_a_new_run(tmp_path, kind):
 
 
 def _cli(*args):
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    return subprocess.run(
-        [sys.executable, "-m", "cyclegan_tf.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    return fixtures.run_cli(*args)
 
 
 def _one_line_exit_2(proc, fragment):
