@@ -10,6 +10,7 @@ layers would give every layer the same values.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import keras
@@ -204,6 +205,83 @@ def kernel_initializer(init_type: str, gain: float = 0.02) -> keras.initializers
     )
 
 
+@functools.cache
+def stock_conv_gradients() -> bool:
+    """Whether TensorFlow's own convolution gradient kernels are the fast ones here.
+
+    They are on GPUs (cuDNN) and on CPUs where TensorFlow runs oneDNN's kernels (by default the
+    CPUs with AVX512_VNNI, AVX512_BF16 or AMX; `TF_ENABLE_ONEDNN_OPTS=1` elsewhere). Everywhere
+    else (e.g. AVX2-only CPUs) TensorFlow runs its Eigen kernels, whose weight and input gradients
+    are slow for the shapes these networks have: a 7x7 conv with 3 output channels took 157 ms for
+    its weight gradient and 114 ms for its input gradient where its forward pass takes 11 ms (see
+    bench/RESULTS.md); `Conv2D` then computes its gradients as forward convolutions instead.
+    """
+    if tf.config.list_physical_devices("GPU"):
+        return True
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # pragma: no cover - a TensorFlow that moved it: keep its own gradients
+        return True
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def _kernel_gradient(x, dy, kernel_shape):
+    """The gradient of the stride-1 `conv2d(x, kernel, 1, "VALID")` with respect to its
+    `kernel_shape` kernel, as one forward convolution with batch and channel axes swapped: the
+    channels of `x` are the batch, the batch is the input channels, `dy` is the kernel, and each
+    output pixel is one kernel tap."""
+    xt = tf.transpose(x, [3, 1, 2, 0])  # (in, height, width, batch)
+    dyt = tf.transpose(dy, [1, 2, 0, 3])  # (out_height, out_width, batch, out)
+    taps = tf.nn.conv2d(xt, dyt, 1, "VALID")  # (in, kh, kw, out)
+    return tf.ensure_shape(tf.transpose(taps, [1, 2, 0, 3]), kernel_shape)
+
+
+def _input_gradient(x, kernel, dy):
+    """The gradient of the stride-1 `conv2d(x, kernel, 1, "VALID")` with respect to `x`. With
+    fewer output than input channels it is the full correlation of `dy` with the flipped,
+    transposed kernel (a forward convolution); otherwise TensorFlow's own kernel, which is as fast
+    or faster there."""
+    kh, kw, c_in, c_out = kernel.shape
+    if c_out < c_in:
+        padded = tf.pad(dy, [[0, 0], [kh - 1, kh - 1], [kw - 1, kw - 1], [0, 0]])
+        flipped = tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
+        return tf.nn.conv2d(padded, flipped, 1, "VALID")
+    return tf.raw_ops.Conv2DBackpropInput(
+        input_sizes=tf.shape(x), filter=kernel, out_backprop=dy, strides=[1, 1, 1, 1], padding="VALID"
+    )
+
+
+@tf.custom_gradient
+def _conv2d_forward_gradients(x, kernel):
+    """`tf.nn.conv2d(x, kernel, 1, "VALID")` whose gradients are forward convolutions."""
+
+    def grad(dy):
+        return _input_gradient(x, kernel, dy), _kernel_gradient(x, dy, kernel.shape)
+
+    return tf.nn.conv2d(x, kernel, 1, "VALID"), grad
+
+
+@keras.saving.register_keras_serializable(package="cyclegan_tf")
+class Conv2D(keras.layers.Conv2D):
+    """`keras.layers.Conv2D` (same weights, same forward kernel) whose gradients are computed as
+    forward convolutions where TensorFlow's own gradient kernels are slow (`stock_conv_gradients`):
+    stride-1 convs only (for strided ones the reformulation, a dilated convolution, measured
+    slower than TensorFlow's kernels). Same values up to float rounding (tests/test_layers.py)."""
+
+    def convolution_op(self, inputs, kernel):
+        plain = (
+            self.padding == "valid"
+            and self.data_format == "channels_last"
+            and tuple(self.strides) == (1, 1)
+            and tuple(self.dilation_rate) == (1, 1)
+        )
+        if not plain or stock_conv_gradients():
+            return super().convolution_op(inputs, kernel)
+        # A tensor, not the variable: the custom gradient then reaches the variable through the
+        # read, as for any op (a variable used inside it would need its own gradient contract).
+        return _conv2d_forward_gradients(inputs, tf.convert_to_tensor(kernel))
+
+
 def conv2d(
     x,
     filters: int,
@@ -238,7 +316,7 @@ def conv2d(
     """
     if padding:
         x = keras.layers.ZeroPadding2D(padding, name=name and f"{name}_pad")(x)
-    return keras.layers.Conv2D(
+    return Conv2D(
         filters,
         kernel_size,
         strides=strides,

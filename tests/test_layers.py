@@ -245,3 +245,72 @@ def test_keras_same_conv_transpose_is_off_by_one_for_k3():
 def test_conv_transpose_rejects_output_padding_above_padding():
     with pytest.raises(ValueError, match="output_padding"):
         layers.conv2d_transpose(keras.Input((4, 4, 1)), 1, 3, padding=0, output_padding=1)
+
+
+# Conv2D: gradients as forward convolutions
+
+
+@pytest.mark.parametrize(
+    "x_shape, kernel_shape",
+    [
+        ((1, 14, 14, 8), (7, 7, 8, 3)),  # narrows the channels: input gradient reformulated too
+        ((1, 10, 12, 6), (3, 3, 6, 6)),  # the residual blocks' shape
+        ((2, 9, 7, 3), (4, 4, 3, 5)),  # widens the channels: TF's own input gradient; batch 2
+        ((3, 8, 8, 5), (4, 2, 5, 1)),  # non-square kernel, one output channel
+    ],
+)
+def test_conv_forward_gradients_equal_tensorflow_gradients(x_shape, kernel_shape):
+    import tensorflow as tf
+
+    x = tf.constant(_random(x_shape))
+    kernel = tf.constant(_random(kernel_shape, seed=1))
+    out_shape = (x_shape[0], x_shape[1] - kernel_shape[0] + 1, x_shape[2] - kernel_shape[1] + 1)
+    dy = tf.constant(_random(out_shape + kernel_shape[3:], seed=2))
+    results = []
+    for conv in (lambda a, b: tf.nn.conv2d(a, b, 1, "VALID"), layers._conv2d_forward_gradients):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            y = conv(x, kernel)
+        results.append([y, *tape.gradient(y, [x, kernel], output_gradients=dy)])
+    for expected, actual in zip(*results):
+        assert actual.shape == expected.shape
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_layer_trains_like_keras_conv(monkeypatch):
+    # The layer's weights, forward and gradients are Keras' Conv2D's, whichever path it takes.
+    import tensorflow as tf
+
+    x = tf.constant(_random((2, 9, 9, 4)))
+    results = []
+    for stock in (True, False):
+        monkeypatch.setattr(layers, "stock_conv_gradients", lambda stock=stock: stock)
+        conv = layers.Conv2D(3, 3, kernel_initializer="ones", bias_initializer="zeros")
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = conv(x)
+            loss = tf.reduce_sum(y * y)
+        assert [w.path.split("/")[-1] for w in conv.weights] == ["kernel", "bias"]
+        results.append([y, *tape.gradient(loss, [x, *conv.trainable_weights])])
+    for expected, actual in zip(*results):
+        np.testing.assert_allclose(actual, expected, rtol=1e-5)
+
+
+def test_strided_conv_keeps_tensorflow_gradients(monkeypatch):
+    import tensorflow as tf
+
+    monkeypatch.setattr(layers, "stock_conv_gradients", lambda: False)
+
+    @tf.function
+    def step(x, kernel):
+        with tf.GradientTape() as tape:
+            tape.watch(kernel)
+            y = layers.Conv2D(2, 3, strides=2).convolution_op(x, kernel)
+        return tape.gradient(y, kernel)
+
+    x, kernel = tf.constant(_random((1, 9, 9, 2))), tf.constant(_random((3, 3, 2, 2)))
+    graph = step.get_concrete_function(x, kernel).graph.as_graph_def()
+    ops = {node.op for node in graph.node} | {
+        node.op for fn in graph.library.function for node in fn.node_def
+    }
+    assert "Conv2DBackpropFilter" in ops
