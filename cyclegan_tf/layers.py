@@ -247,7 +247,11 @@ def _input_gradient(x, kernel, dy):
         flipped = tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
         return tf.nn.conv2d(padded, flipped, 1, "VALID")
     return tf.raw_ops.Conv2DBackpropInput(
-        input_sizes=tf.shape(x), filter=kernel, out_backprop=dy, strides=[1, 1, 1, 1], padding="VALID"
+        input_sizes=tf.shape(x),
+        filter=kernel,
+        out_backprop=dy,
+        strides=[1, 1, 1, 1],
+        padding="VALID",
     )
 
 
