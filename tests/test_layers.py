@@ -254,7 +254,7 @@ def test_conv_transpose_rejects_output_padding_above_padding():
     "x_shape, kernel_shape",
     [
         ((1, 14, 14, 8), (7, 7, 8, 3)),  # narrows the channels: input gradient reformulated too
-        ((1, 10, 12, 6), (3, 3, 6, 6)),  # the residual blocks' shape
+        ((1, 10, 12, 6), (3, 3, 6, 6)),  # the residual blocks' shape (same channels)
         ((2, 9, 7, 3), (4, 4, 3, 5)),  # widens the channels: TF's own input gradient; batch 2
         ((3, 8, 8, 5), (4, 2, 5, 1)),  # non-square kernel, one output channel
     ],
