@@ -6,7 +6,8 @@ configuration in a fresh process makes "time from process start to the first fin
 configuration's threads, caches and memory from leaking into the next.
 
 Subcommands:
-  step        training iterations of the paper CycleGAN (resnet_9blocks, basic PatchGAN, batch 1)
+  step        training iterations of the paper CycleGAN (resnet_9blocks, basic PatchGAN, batch 1);
+              `--profile DIR` adds op self times per op type and per layer (tf.profiler)
   peak        the conv peak of this CPU in TF, float32 and bfloat16 (GFLOP/s)
   flops       FLOPs of one step: the analytic count and TF's profiler count of the traced graph
   pipeline    the tf.data training pipeline alone (JPEG decode, resize 286 bicubic, crop, flip)
@@ -235,7 +236,9 @@ def cmd_step(args) -> None:
 
 
 def _op_profile(model, real_a, real_b, logdir: str, steps: int = 2) -> dict:
-    """Per-op-type self time (s/step) of `steps` steps, from a tf.profiler trace (XSpace)."""
+    """Self time (s/step) of `steps` steps from a tf.profiler trace (XSpace): per op type, and per
+    op type and layer (`network:layer`, e.g. `G:out_conv`, the layer's three generator calls and
+    their gradients together; the two generators and the two discriminators summed)."""
     import glob
 
     import tensorflow as tf
@@ -249,18 +252,28 @@ def _op_profile(model, real_a, real_b, logdir: str, steps: int = 2) -> dict:
     space = xplane_pb2.XSpace()
     with open(path, "rb") as f:
         space.ParseFromString(f.read())
-    # Kernels appear on the executor threads' lines as "node_name:OpType" events.
-    op_event = re.compile(r"^[^:]+:([A-Za-z0-9_]+)$")
+    # Kernels appear on the executor threads' lines as "node_name:OpType" events; node names hold
+    # the network's and the layer's scopes, e.g. ".../gradients/g_ba_1/out_conv_1/...".
+    op_event = re.compile(r"^([^:]+):([A-Za-z0-9_]+)$")
+    layer_scope = re.compile(r"\b(g_ab|g_ba|d_a|d_b)_\d+/([A-Za-z0-9_]+?)_\d+/")
     totals: dict[str, float] = {}
+    by_layer: dict[str, float] = {}
     for plane in space.planes:
         names = {k: v.name for k, v in plane.event_metadata.items()}
         for line in plane.lines:
             for event in line.events:
                 match = op_event.match(names.get(event.metadata_id, ""))
                 if match:
-                    op_type = match[1]
-                    totals[op_type] = totals.get(op_type, 0.0) + event.duration_ps * 1e-12 / steps
-    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+                    seconds = event.duration_ps * 1e-12 / steps
+                    totals[match[2]] = totals.get(match[2], 0.0) + seconds
+                    scope = layer_scope.search(match[1])
+                    layer = f"{scope[1][0].upper()}:{scope[2]}" if scope else "other"
+                    key = f"{layer} {match[2]}"
+                    by_layer[key] = by_layer.get(key, 0.0) + seconds
+    return {
+        "by_type": dict(sorted(totals.items(), key=lambda kv: -kv[1])),
+        "by_layer": dict(sorted(by_layer.items(), key=lambda kv: -kv[1])),
+    }
 
 
 # ------------------------------------------------------------------------------------------------
