@@ -2,8 +2,9 @@
 
 This module owns the pieces whose exact behaviour the official PyTorch CycleGAN fixes and Keras
 does not provide as-is: reflection padding, the normalization choices (affine-free instance norm
-on a fused kernel, batch norm, none) and the weight initializers (`normal | xavier | kaiming |
-orthogonal`).
+on a fused kernel, batch norm, none), the weight initializers (`normal | xavier | kaiming |
+orthogonal`), PyTorch-aligned (transposed) convolutions, and `Conv2D`, whose gradients are forward
+convolutions on CPUs where TensorFlow's own gradient kernels are slow (`stock_conv_gradients`).
 Builders call `kernel_initializer` once per layer: an unseeded Keras initializer reused across
 layers would give every layer the same values.
 """
