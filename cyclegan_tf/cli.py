@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
-import tempfile
 
 from absl import app, flags
 
-from cyclegan_tf import cluster, errors, rundir
+from cyclegan_tf import cluster, errors, nativelog, rundir
 from cyclegan_tf import config as config_lib
 
 COMMANDS = ("train", "export", "translate", "evaluate", "import-torch")
@@ -439,68 +437,16 @@ def _check_dataset_folder(dataset: str) -> None:
             )
 
 
-# TensorFlow's native start-up lines on a machine without a usable GPU. They are printed before
-# absl's logging is initialised, so TF_CPP_MIN_LOG_LEVEL does not silence them.
-_NATIVE_NOISE = re.compile(
-    r"All log messages before absl::InitializeLog|cudart_stub|Could not find cuda drivers|"
-    r"cuda_(platform|executor|dnn|fft|blas|diagnostics)|failed call to cuInit|cpu_feature_guard|"
-    r"This TensorFlow binary is optimized|To enable the following instructions|oneDNN custom "
-    r"operations|computation_placer|TF-TRT Warning|Unable to register cu(DNN|FFT|BLAS) factory|"
-    r"Attempting to register factory"
-)
-_NATIVE_LOG = re.compile(r"^[IW]\d{4} ")  # native INFO/WARNING lines: "I0000 00:00:..."
-
-
-def _gpu_present() -> bool:
-    """Whether this machine has an NVIDIA GPU device node (Linux) or WSL's GPU device."""
-    return any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/nvidiactl", "/dev/dxg"))
-
-
-def filter_native_log(text: str, gpu_present: bool) -> list[str]:
-    """The lines of TensorFlow's start-up output worth showing (see `_import_tensorflow_quietly`).
-
-    CUDA and CPU-feature notices are dropped on a machine without a GPU; where a GPU exists but
-    CUDA fails to initialise, one line says so. Other native errors are kept.
-    """
-    out = []
-    for line in text.splitlines():
-        if "failed call to cuInit" in line and gpu_present:
-            reason = line.split("failed call to cuInit:", 1)[1].strip()
-            out.append(
-                f"cyclegan-tf: warning: a GPU is present but CUDA could not initialise it "
-                f"({reason}); TensorFlow runs on the CPU."
-            )
-        elif line.strip() and not _NATIVE_NOISE.search(line) and not _NATIVE_LOG.match(line):
-            out.append(line)
-    return out
-
-
 def _import_tensorflow_quietly() -> None:
-    """Imports TensorFlow and initialises its devices with native stderr captured and filtered.
-
-    TensorFlow prints CUDA probing and CPU-feature notices to file descriptor 2 before its logging
-    is configured. They are captured in a temporary file during the import and the device
-    initialisation, and only the lines `filter_native_log` keeps are shown. CYCLEGAN_TF_RAW_STDERR=1
-    turns this off. Then --gpu_memory_growth is applied, before anything initialises a GPU.
+    """Imports TensorFlow and initialises its devices with native stderr filtered
+    (`nativelog.quiet`: CUDA and CPU-feature notices dropped, a GPU that fails to initialise
+    reported in one line). Then --gpu_memory_growth is applied, before anything initialises a GPU.
     """
-    if os.environ.get("CYCLEGAN_TF_RAW_STDERR") == "1" or "tensorflow" in sys.modules:
-        return _configure_gpus()
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
+    if "tensorflow" not in sys.modules:
+        with nativelog.quiet():
             import tensorflow as tf
 
             tf.config.list_physical_devices()
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-        capture.seek(0)
-        text = capture.read().decode(errors="replace")
-    for line in filter_native_log(text, _gpu_present()):
-        print(line, file=sys.stderr, flush=True)
     _configure_gpus()
 
 

@@ -67,7 +67,7 @@ import numpy as np
 import tensorflow as tf
 
 import cyclegan_tf
-from cyclegan_tf import checkpoints, devices, errors, inference, pretrained
+from cyclegan_tf import checkpoints, devices, errors, inference, nativelog, pretrained
 from cyclegan_tf import config as config_lib
 from cyclegan_tf import precision as precision_lib
 
@@ -416,6 +416,13 @@ def export_file(generator: keras.Model, path: str, *, multiple: int, info: dict)
 # -- checking and running TFLite / ONNX files --------------------------------------------------
 
 
+def _cpu_count() -> int:
+    """The CPUs this process may run on (the affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def load_file(path: str) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     """Opens a .tflite or .onnx export in its runtime.
 
@@ -430,11 +437,23 @@ def load_file(path: str) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     fmt = _file_format(path)
     if fmt == TFLITE:
         interpreter = _import_extra("ai_edge_litert.interpreter", fmt, "tflite")
-        # The runner resizes the input tensors to each call's shape.
-        runner = interpreter.Interpreter(model_path=path).get_signature_runner(SERVING_SIGNATURE)
+        # LiteRT runs on one thread unless told otherwise. The runner resizes the input tensors to
+        # each call's shape; the first allocation applies the XNNPACK delegate, whose notice goes
+        # to file descriptor 2 (`nativelog.quiet` drops it).
+        with nativelog.quiet():
+            runner = interpreter.Interpreter(
+                model_path=path, num_threads=_cpu_count()
+            ).get_signature_runner(SERVING_SIGNATURE)
+        first = [True]
 
         def run(images):
-            outputs = runner(**{FILE_INPUTS[0]: np.ascontiguousarray(images, np.uint8)})
+            feeds = {FILE_INPUTS[0]: np.ascontiguousarray(images, np.uint8)}
+            if first[0]:
+                with nativelog.quiet():
+                    outputs = runner(**feeds)
+                first[0] = False
+            else:
+                outputs = runner(**feeds)
             return {name: np.array(outputs[name]) for name in FILE_OUTPUTS}
 
         return run

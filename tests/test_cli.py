@@ -93,7 +93,7 @@ def test_internal_errors_exit_1_with_the_traceback(monkeypatch):
 
 
 def test_native_start_up_noise_is_filtered():
-    from cyclegan_tf import cli
+    from cyclegan_tf import nativelog
 
     text = "\n".join(
         [
@@ -104,13 +104,14 @@ def test_native_start_up_noise_is_filtered():
             "E0000 00:00:1796128766.580407 4937 cuda_platform.cc:52] failed call to cuInit: "
             "INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)",
             "I0000 00:00:1.0 1 cpu_feature_guard.cc:210] This TensorFlow binary is optimized",
+            "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
             "E0000 00:00:1.0 1 some_kernel.cc:1] a real native error",
         ]
     )
-    assert cli.filter_native_log(text, gpu_present=False) == [
+    assert nativelog.filter_lines(text, gpu_present=False) == [
         "E0000 00:00:1.0 1 some_kernel.cc:1] a real native error"
     ]
-    with_gpu = cli.filter_native_log(text, gpu_present=True)
+    with_gpu = nativelog.filter_lines(text, gpu_present=True)
     assert len(with_gpu) == 2 and "a GPU is present but CUDA could not initialise it" in with_gpu[0]
     assert "UNKNOWN ERROR (303)" in with_gpu[0]
 
