@@ -277,3 +277,18 @@ def test_cli_export_and_translate_exit_codes(run, tmp_path):
     code, stdout, stderr = results["empty"]
     assert code == 2
     assert stderr.strip().splitlines()[-1].startswith("cyclegan-tf: error: No input images found")
+
+
+def test_cli_translate_with_a_tflite_file_keeps_stderr_clean(exported, run, tmp_path):
+    # LiteRT announces its XNNPACK delegate on file descriptor 2; translate filters it like
+    # TensorFlow's start-up notices, so a successful run prints nothing there.
+    _, paths = exported
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    _write(inputs / "a.png", run["files"]["a.png"])
+    proc = fixtures.run_cli(
+        "translate", f"--model={paths['tflite']}", f"--input={inputs}", f"--output={tmp_path}/out"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr == ""
+    assert os.listdir(tmp_path / "out") == ["a.png"]
