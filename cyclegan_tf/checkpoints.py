@@ -241,11 +241,10 @@ def restore_latest_generators(run_dir: str, g_ab=None, g_ba=None) -> str:
       CheckpointError: no checkpoint, none readable, or weights that do not fit the models.
     """
     latest = resolve_checkpoint(run_dir)  # raises when there is none
+    # get_checkpoint_state joins relative entries with the directory it was given (relative too
+    # when the run directory is, e.g. `--output_dir=runs/quick`): used as they come.
     state = tf.train.get_checkpoint_state(checkpoint_dir(run_dir))
     candidates = list(reversed(state.all_model_checkpoint_paths)) if state else [latest]
-    candidates = [
-        p if os.path.isabs(p) else os.path.join(checkpoint_dir(run_dir), p) for p in candidates
-    ]
     return _restore_newest(
         candidates, lambda path: _restore_generators_raw(path, g_ab, g_ba), "loaded"
     )

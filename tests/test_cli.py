@@ -138,23 +138,29 @@ def test_presets_and_flags_compose():
 
 @pytest.mark.slow
 def test_train_end_to_end_then_resume_and_refuse_overwrite(tmp_path):
-    run = tmp_path / "run"
-    args = ["train", f"--output_dir={run}", "--preset=tiny", "--max_steps=4"]
-    proc = _cli(*args)
+    # Relative paths from the working directory, as the README's first command gives them
+    # (`--output_dir=runs/quick --export_dir=runs/quick/export`).
+    def cli(*args):
+        return fixtures.run_cli(*args, cwd=tmp_path)
+
+    run = tmp_path / "runs" / "quick"
+    args = ["train", "--output_dir=runs/quick", "--preset=tiny", "--max_steps=4"]
+    proc = cli(*args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "First step finished" in proc.stdout and "Done at step 4" in proc.stdout
     assert "identity" in proc.stdout  # the built-in score table
     assert proc.stderr == ""  # TensorFlow's start-up noise is filtered on a CPU-only machine
     # The README's first command's shape: resume, then export and translate the test split.
-    proc = _cli(*args[:-1], "--max_steps=6", f"--export_dir={run / 'export'}")
+    proc = cli(*args[:-1], "--max_steps=6", "--export_dir=runs/quick/export")
     assert (
         proc.returncode == 0 and "Resuming from" in proc.stdout and "Done at step 6" in proc.stdout
     ), proc.stderr[-2000:]
+    assert proc.stderr == ""
     assert "Exported a2b (float32)" in proc.stdout
     translated = os.listdir(run / "translated")  # the 4 test A images of the tiny built-in set
     assert len(translated) == 4 and all(name.endswith(".png") for name in translated)
-    _one_line_error(_cli(*args, "--noresume"), "already holds a run")
-    _one_line_error(_cli(*args, "--ngf=16"), "model.ngf: 8 -> 16")
+    _one_line_error(cli(*args, "--noresume"), "already holds a run")
+    _one_line_error(cli(*args, "--ngf=16"), "model.ngf: 8 -> 16")
 
 
 def test_flagfile(tmp_path):
