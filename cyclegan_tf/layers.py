@@ -338,6 +338,28 @@ def conv2d(
     )(x)
 
 
+@keras.saving.register_keras_serializable(package="cyclegan_tf")
+class Cropping2D(keras.layers.Cropping2D):
+    """`keras.layers.Cropping2D` (channels last) whose gradient is a pad. The forward pass is
+    Keras' strided slice (exports unchanged); TensorFlow's generic `StridedSliceGrad` took 37 ms
+    where a pad takes 3.6 for the ResNet generator's last transposed conv at 256 px (AVX2 EPYC,
+    same values)."""
+
+    def call(self, inputs):
+        if self.data_format != "channels_last":
+            return super().call(inputs)
+        (top, bottom), (left, right) = self.cropping
+
+        @tf.custom_gradient
+        def crop(x):
+            def grad(dy):
+                return tf.pad(dy, [[0, 0], [top, bottom], [left, right], [0, 0]])
+
+            return x[:, top : -bottom or None, left : -right or None, :], grad
+
+        return crop(inputs)
+
+
 def conv2d_transpose(
     x,
     filters: int,
@@ -392,5 +414,5 @@ def conv2d_transpose(
         name=name,
     )(x)
     if not same and crop != (0, 0):
-        x = keras.layers.Cropping2D((crop, crop), name=name and f"{name}_crop")(x)
+        x = Cropping2D((crop, crop), name=name and f"{name}_crop")(x)
     return x

@@ -314,3 +314,23 @@ def test_strided_conv_keeps_tensorflow_gradients(monkeypatch):
         node.op for fn in graph.library.function for node in fn.node_def
     }
     assert "Conv2DBackpropFilter" in ops
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 9, 3), (1, 5, 6, 2)])
+def test_cropping_equals_keras_cropping_with_gradients(shape):
+    import tensorflow as tf
+
+    x = tf.constant(_random(shape))
+    crop = ((1, 0), (2, 1))
+    results = []
+    for layer in (layers.Cropping2D(crop), keras.layers.Cropping2D(crop)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * y)
+        results.append((y, tape.gradient(loss, x)))
+    for expected, actual in zip(results[1], results[0]):
+        np.testing.assert_array_equal(actual, expected)
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, layers.Cropping2D(crop)(inputs))
+    assert model(_random((1, 8, 11, 3))).shape == (1, 7, 8, 3)
