@@ -240,11 +240,12 @@ def restore_latest_generators(run_dir: str, g_ab=None, g_ba=None) -> str:
     Raises:
       CheckpointError: no checkpoint, none readable, or weights that do not fit the models.
     """
-    latest = resolve_checkpoint(run_dir)  # raises when there is none
+    latest = resolve_checkpoint(run_dir)  # raises when there is none, so the state exists
     # get_checkpoint_state joins relative entries with the directory it was given (relative too
-    # when the run directory is, e.g. `--output_dir=runs/quick`): used as they come.
+    # when the run directory is, e.g. `--output_dir=runs/quick`): used as they come. A state
+    # file that names only the latest checkpoint has no list of all of them.
     state = tf.train.get_checkpoint_state(checkpoint_dir(run_dir))
-    candidates = list(reversed(state.all_model_checkpoint_paths)) if state else [latest]
+    candidates = list(reversed(state.all_model_checkpoint_paths)) or [latest]
     return _restore_newest(
         candidates, lambda path: _restore_generators_raw(path, g_ab, g_ba), "loaded"
     )
