@@ -255,7 +255,9 @@ def test_conv_transpose_rejects_output_padding_above_padding():
     [
         ((1, 14, 14, 8), (7, 7, 8, 3)),  # narrows the channels: input gradient reformulated too
         ((1, 10, 12, 6), (3, 3, 6, 6)),  # the residual blocks' shape (same channels)
-        ((2, 9, 7, 3), (4, 4, 3, 5)),  # widens the channels: TF's own input gradient; batch 2
+        ((2, 9, 7, 3), (4, 4, 3, 5)),  # widens from few channels: TF's own input gradient; batch 2
+        ((1, 8, 9, 16), (4, 4, 16, 24)),  # widens from 16 channels (the D's 256->512): reformulated
+        ((2, 6, 6, 4), (1, 1, 4, 4)),  # 1x1 kernel, batch 2
         ((3, 8, 8, 5), (4, 2, 5, 1)),  # non-square kernel, one output channel
     ],
 )
@@ -275,6 +277,31 @@ def test_conv_forward_gradients_equal_tensorflow_gradients(x_shape, kernel_shape
     for expected, actual in zip(*results):
         assert actual.shape == expected.shape
         np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "shape, perm",
+    [
+        ((1, 5, 6, 7), (3, 1, 2, 0)),  # batch-1 input of the kernel gradient
+        ((3, 5, 6, 7), (3, 1, 2, 0)),
+        ((1, 4, 5, 7), (1, 2, 0, 3)),  # batch-1 dy: a reshape only
+        ((2, 4, 5, 7), (1, 2, 0, 3)),
+        ((7, 3, 3, 5), (1, 2, 0, 3)),  # the taps
+        ((9, 4, 6), (0, 2, 1)),  # the flipped kernel
+        ((1, 1, 1), (2, 0, 1)),
+        ((2, 1, 3, 1, 4), (4, 3, 0, 2, 1)),
+    ],
+)
+def test_transpose_on_fewest_axes_equals_tf_transpose(shape, perm):
+    import tensorflow as tf
+
+    x = tf.constant(_random(shape))
+    expected = tf.transpose(x, perm)
+    np.testing.assert_array_equal(layers._transpose(x, perm), expected)
+    # Unknown sizes (inside a function traced for any shape of this rank) give the same values.
+    any_shape = tf.TensorSpec([None] * len(shape), tf.float32)
+    traced = tf.function(lambda t: layers._transpose(t, perm), input_signature=[any_shape])
+    np.testing.assert_array_equal(traced(x), expected)
 
 
 def test_conv_layer_trains_like_keras_conv(monkeypatch):
