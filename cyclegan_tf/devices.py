@@ -23,6 +23,16 @@ from absl import logging
 _decision: bool | None = None  # what the first call in this process decided
 
 
+def gpus() -> list:
+    """The GPUs TensorFlow sees (`tf.config.list_physical_devices("GPU")`; does not initialise
+    them). The one place the package asks: memory growth here, the precision's hardware check
+    (`precision.devices`), Grappler's setting (`train.configure_tensorflow`) and the conv
+    gradients' kernel choice (`layers.stock_conv_gradients`)."""
+    import tensorflow as tf
+
+    return tf.config.list_physical_devices("GPU")
+
+
 def configure_gpus(memory_growth: bool | None = None) -> bool | None:
     """Sets memory growth on every GPU TensorFlow sees, before they are initialised.
 
@@ -40,12 +50,12 @@ def configure_gpus(memory_growth: bool | None = None) -> bool | None:
     growth = True if memory_growth is None else bool(memory_growth)
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
+    found = gpus()
     _decision = growth
-    if not gpus:
+    if not found:
         return None
     try:
-        for gpu in gpus:
+        for gpu in found:
             tf.config.experimental.set_memory_growth(gpu, growth)
     except RuntimeError as e:  # "Physical devices cannot be modified after being initialized"
         logging.warning(

@@ -17,7 +17,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from cyclegan_tf import config
+from cyclegan_tf import config, devices
 
 # PyTorch's BatchNorm2d momentum 0.1 weighs the new batch statistic; Keras' momentum weighs the
 # running value, hence 0.9.
@@ -218,7 +218,7 @@ def stock_conv_gradients() -> bool:
     bench/RESULTS.md); `Conv2D` then computes its gradients as forward convolutions instead.
     Decided once per process (a GPU or the oneDNN setting cannot change after TensorFlow starts).
     """
-    if tf.config.list_physical_devices("GPU"):
+    if devices.gpus():
         return True
     try:
         from tensorflow.python.util import _pywrap_util_port

@@ -28,6 +28,7 @@ import platform
 import subprocess
 from collections.abc import Iterator
 
+from cyclegan_tf import devices as devices_lib
 from cyclegan_tf import errors
 
 AUTO = "auto"
@@ -140,7 +141,7 @@ def devices() -> Devices:
     import tensorflow as tf
 
     gpus = []
-    for gpu in tf.config.list_physical_devices("GPU"):
+    for gpu in devices_lib.gpus():
         try:
             details = tf.config.experimental.get_device_details(gpu)
         except (ValueError, RuntimeError):

@@ -171,7 +171,7 @@ def configure_tensorflow(train_config: config_lib.TrainConfig) -> None:
     devices.configure_gpus()
     if train_config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    if not tf.config.list_physical_devices("GPU"):
+    if not devices.gpus():
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
 
