@@ -12,7 +12,6 @@ pixels. Image files, decoding and uint8 conversions are `images.py`'s.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import keras
 import tensorflow as tf
@@ -160,26 +159,6 @@ class Translator:
 # -- generators from a run directory ---------------------------------------------------------
 
 
-def read_run_config(run_dir: str) -> config_lib.Config:
-    """Reads `<run_dir>/config.json`.
-
-    Raises:
-      checkpoints.CheckpointError: no config.json (not a run directory) or an invalid one.
-    """
-    path = os.path.join(run_dir, rundir.CONFIG_FILE)
-    if not os.path.isfile(path):
-        raise checkpoints.CheckpointError(
-            f"{run_dir!r} is not a run directory: it has no {rundir.CONFIG_FILE} (train "
-            "with `cyclegan-tf train --output_dir=...` first)."
-        )
-    with open(path) as f:
-        text = f.read()
-    try:
-        return config_lib.Config.from_json(text)
-    except ValueError as e:
-        raise checkpoints.CheckpointError(f"Invalid {path}: {e}") from e
-
-
 @dataclasses.dataclass(frozen=True)
 class LoadedRun:
     """Generators restored from a run directory.
@@ -223,8 +202,8 @@ def load_run(
     Raises:
       ValueError: an unknown precision.
       pretrained.PretrainedError: a direction a run imported from PyTorch has no generator for.
-      checkpoints.CheckpointError: not a run directory, no such checkpoint, or weights that do not
-        match config.json.
+      rundir.RunDirError: not a run directory (no config.json, or a foreign one).
+      checkpoints.CheckpointError: no such checkpoint, or weights that do not match config.json.
     """
     for direction in directions:
         check_direction(direction)
@@ -232,7 +211,7 @@ def load_run(
     pretrained.check_directions(run_dir, directions)
     precision = precision_lib.resolve(precision).precision
     path = checkpoints.resolve_checkpoint(run_dir, checkpoint)
-    config = read_run_config(run_dir)
+    config = rundir.require_config(run_dir)
     built = {
         direction: generators.build_from_config(
             config.model, GENERATOR_NAMES[direction], precision=precision

@@ -119,13 +119,18 @@ def read_config(run_dir: str) -> config_lib.Config | None:
     except (OSError, ValueError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RunDirError(
-            f"{path} is not a cyclegan_tf run config ({first[:200]}); choose another "
-            "--output_dir (nothing in this one is touched)."
+            f"{path} is not a cyclegan_tf run config ({first[:200]}); nothing in {run_dir!r} "
+            "is touched: pass a directory `cyclegan-tf train` wrote, or a new one to train into."
         ) from e
 
 
 def require_config(run_dir: str) -> config_lib.Config:
-    """The run's Config; raises RunDirError when `run_dir` is not a run directory."""
+    """The run's Config, for everything that reads a finished or running run (export,
+    translate, evaluate, --init_from).
+
+    Raises:
+      RunDirError: `run_dir` has no config.json (not a run directory) or a foreign one.
+    """
     config = read_config(run_dir)
     if config is None:
         raise RunDirError(

@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 
-from cyclegan_tf import checkpoints, config, errors, export, generators, images, inference
+from cyclegan_tf import checkpoints, config, errors, export, generators, images, inference, rundir
 from cyclegan_tf import precision as precision_lib
 
 # Name -> (height, width) of the images pushed through both signatures.
@@ -309,11 +309,11 @@ def test_a_failed_export_leaves_no_version_behind(exported, tmp_path, monkeypatc
     assert os.listdir(export_dir) == []  # neither direction, no staging directory
 
 
-def test_unusable_run_directories_raise_checkpoint_errors(exported, tmp_path):
+def test_unusable_run_directories_raise_user_errors(exported, tmp_path):
     with pytest.raises(checkpoints.CheckpointError, match="No checkpoints in"):
         export.export_run(str(tmp_path), str(tmp_path / "models"))
     shutil.copytree(os.path.join(exported["run_dir"], "checkpoints"), tmp_path / "checkpoints")
-    with pytest.raises(checkpoints.CheckpointError, match="not a run directory: it has no config"):
+    with pytest.raises(rundir.RunDirError, match="not a run directory: it has no config"):
         export.export_run(str(tmp_path), str(tmp_path / "models"))
     with pytest.raises(checkpoints.CheckpointError, match="Checkpoint '99' not found"):
         export.export_run(exported["run_dir"], str(tmp_path / "models"), checkpoint="99")

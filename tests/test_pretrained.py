@@ -194,7 +194,7 @@ def test_import_writes_a_run_that_load_run_translates_identically(tmp_path):
     assert sorted(os.listdir(tmp_path / "runs")) == ["imported"]  # no temporary left behind
     assert sorted(os.listdir(run_dir)) == ["checkpoints", "config.json", "imported.json"]
     assert checkpoints.resolve_checkpoint(run_dir).endswith("ckpt-0")
-    config = inference.read_run_config(run_dir).model
+    config = rundir.require_config(run_dir).model
     assert (config.generator, config.ngf, config.dropout, config.norm) == (
         "resnet_6blocks",
         2,
@@ -474,7 +474,7 @@ def test_load_run_and_export_of_a_one_direction_import(tmp_path):
 def test_training_into_an_imported_run_is_refused_with_init_from_suggested(tmp_path):
     run_dir = str(tmp_path / "run")
     pretrained.import_torch(_path("resnet6_legacy"), "a2b", run_dir)
-    saved = inference.read_run_config(run_dir)  # even the imported run's own config
+    saved = rundir.require_config(run_dir)  # even the imported run's own config
     for cfg in (config.preset("tiny"), saved):
         for resume, overwrite in ((True, False), (False, True)):
             with pytest.raises(rundir.RunDirError, match="imported from PyTorch") as error:
