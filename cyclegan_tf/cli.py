@@ -420,21 +420,12 @@ def _import_torch() -> int:
 
 
 def _check_dataset_folder(dataset: str) -> None:
-    """The folder checks that need no TensorFlow (data.load repeats them with the full rules)."""
-    if dataset == "builtin" or dataset.startswith("tfds:") or dataset.startswith("cycle_gan/"):
+    """The folder checks that need no TensorFlow (`config.check_dataset_folder`, which data.load
+    applies too), before the seconds of importing TensorFlow."""
+    dataset = dataset.strip()
+    if dataset == "builtin" or config_lib.tfds_name(dataset) is not None:
         return
-    root = os.path.abspath(os.path.expanduser(dataset))
-    if not os.path.isdir(root):
-        raise UsageError(
-            f"Dataset folder {root} does not exist. Pass --dataset=builtin, "
-            "--dataset=tfds:cycle_gan/<config> or a folder with trainA/ and trainB/."
-        )
-    for split in ("trainA", "trainB"):
-        if not os.path.isdir(os.path.join(root, split)):
-            raise UsageError(
-                f"{root} has no {split}/ folder. A dataset folder needs trainA/ and trainB/ "
-                "(testA/ and testB/ optional)."
-            )
+    config_lib.check_dataset_folder(os.path.abspath(os.path.expanduser(dataset)))
 
 
 def _import_tensorflow_quietly() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import Any
 
 from cyclegan_tf import errors
@@ -50,6 +51,45 @@ def _positive(name: str, value: Any) -> None:
 
 def _non_negative(name: str, value: Any) -> None:
     _check(value >= 0, f"{name} must be >= 0. Received: {name}={value!r}")
+
+
+# A `--dataset` value names the built-in dataset, a TFDS dataset or a folder.
+TFDS_PREFIX = "tfds:"
+TFDS_BUILDER = "cycle_gan"
+
+
+def tfds_name(dataset: str) -> str | None:
+    """`builder/config` if `dataset` names a TFDS dataset, else None (builtin or a folder).
+
+    `tfds:cycle_gan/<config>` always does; `cycle_gan/<config>` does unless such a folder exists.
+    """
+    dataset = dataset.strip()
+    if dataset.startswith(TFDS_PREFIX):
+        return dataset[len(TFDS_PREFIX) :]
+    if dataset.startswith(TFDS_BUILDER + "/") and not os.path.exists(dataset):
+        return dataset
+    return None
+
+
+def check_dataset_folder(root: str) -> None:
+    """The layout a dataset folder needs: it exists and holds trainA/ and trainB/ (testA/ and
+    testB/ optional). Needs no TensorFlow, so the CLI answers within a second; `data.load`
+    checks the same way before listing the images.
+
+    Raises:
+      errors.DataError: the folder or one of its train folders is missing.
+    """
+    if not os.path.isdir(root):
+        raise errors.DataError(
+            f"Dataset folder {root} does not exist. Pass --dataset=builtin, "
+            "--dataset=tfds:cycle_gan/<config> or a folder with trainA/ and trainB/."
+        )
+    for split in ("trainA", "trainB"):
+        if not os.path.isdir(os.path.join(root, split)):
+            raise errors.DataError(
+                f"{root} has no {split}/ folder. A dataset folder needs trainA/ and trainB/ "
+                "(testA/ and testB/ optional)."
+            )
 
 
 @dataclasses.dataclass(frozen=True)

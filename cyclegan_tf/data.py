@@ -85,8 +85,7 @@ from cyclegan_tf import config as config_lib
 from cyclegan_tf import errors, synthetic
 from cyclegan_tf import images as images_lib
 
-TFDS_PREFIX = "tfds:"
-TFDS_BUILDER = "cycle_gan"
+TFDS_PREFIX, TFDS_BUILDER = config_lib.TFDS_PREFIX, config_lib.TFDS_BUILDER
 DOMAINS = ("a", "b")
 
 _DOMAIN_TAG = {"a": 0, "b": 1}
@@ -96,8 +95,7 @@ _PROBE_TIMEOUT_S = 5.0
 _TRY_INSTEAD = "Use a local folder (--dataset=/path/with/trainA_trainB) or --dataset=builtin."
 
 
-class DataError(errors.UserError):
-    """A user-facing data problem; the message is one line saying what to do."""
+DataError = errors.DataError  # data.DataError: the name callers have used
 
 
 @dataclasses.dataclass(frozen=True)
@@ -401,7 +399,7 @@ def load(
             config, synthetic.DEFAULT_SEED if builtin_seed is None else builtin_seed
         )
         return _load_folder(root, config, seed, file_checks, kind="builtin", name="builtin")
-    tfds_name = _tfds_name(dataset)
+    tfds_name = config_lib.tfds_name(dataset)
     if tfds_name is not None:
         return _load_tfds(tfds_name, config, seed)
     root = os.path.expanduser(dataset)
@@ -417,7 +415,7 @@ def test_folder(config: config_lib.DataConfig, domain: str = "a") -> str | None:
     dataset = config.dataset.strip()
     if dataset == "builtin":
         root = builtin_path(config, synthetic.DEFAULT_SEED)
-    elif _tfds_name(dataset) is not None:
+    elif config_lib.tfds_name(dataset) is not None:
         return None
     else:
         root = os.path.abspath(os.path.expanduser(dataset))
@@ -438,15 +436,6 @@ def builtin_path(config: config_lib.DataConfig, seed: int) -> str:
     )
 
 
-def _tfds_name(dataset: str) -> str | None:
-    """`builder/config` if `dataset` names a TFDS dataset, else None (a folder)."""
-    if dataset.startswith(TFDS_PREFIX):
-        return dataset[len(TFDS_PREFIX) :]
-    if dataset.startswith(TFDS_BUILDER + "/") and not os.path.exists(dataset):
-        return dataset
-    return None
-
-
 def _check_domain(domain: str) -> str:
     if domain not in DOMAINS:
         raise ValueError(f"domain must be 'a' or 'b'. Received: domain={domain!r}")
@@ -459,11 +448,7 @@ def _check_domain(domain: str) -> str:
 
 def _load_folder(root: str, config, seed: int, checks, *, kind: str, name: str) -> Unpaired:
     root = os.path.abspath(root)  # file paths must not depend on a later working directory
-    if not os.path.isdir(root):
-        raise DataError(
-            f"Dataset folder {root} does not exist. Pass --dataset=builtin, "
-            f"--dataset=tfds:cycle_gan/<config> or a folder with trainA/ and trainB/."
-        )
+    config_lib.check_dataset_folder(root)
     train = {d: _folder_images(root, f"train{d.upper()}", checks, required=True) for d in DOMAINS}
 
     def test_loader(domain: str) -> _Images:
@@ -516,12 +501,9 @@ def _relative(prefix: str, path: str) -> str:
 def _folder_images(root: str, split: str, checks, *, required: bool) -> _Images | None:
     folder = os.path.join(root, split)
     if not os.path.isdir(folder):
-        if not required:
-            return None
-        raise DataError(
-            f"{root} has no {split}/ folder. A dataset folder needs trainA/ and trainB/ "
-            f"(testA/ and testB/ optional)."
-        )
+        if required:
+            config_lib.check_dataset_folder(root)  # says which folder is missing
+        return None
     paths, others = _list_images(folder)
     if others:
         logging.warning(

@@ -16,3 +16,7 @@ class UserError(ValueError):
 
 class ConfigError(UserError):
     """An invalid configuration value or combination of values."""
+
+
+class DataError(UserError):
+    """A user-facing data problem; the message is one line saying what to do."""

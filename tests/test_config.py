@@ -98,3 +98,40 @@ def test_cross_section_rules_allow_what_works():
     config.preset("tiny", preprocess="scale_width", batch_size=2)  # batches end with a crop
     config.preset("tiny", generator="unet_128", crop_size=128, load_size=143)
     assert {config.preset(name).train.precision for name in config.PRESETS} == {"auto"}
+
+
+def test_dataset_values_name_tfds_or_a_folder(tmp_path, monkeypatch):
+    assert config.tfds_name("tfds:cycle_gan/horse2zebra") == "cycle_gan/horse2zebra"
+    assert config.tfds_name(" cycle_gan/apple2orange ") == "cycle_gan/apple2orange"
+    assert config.tfds_name("builtin") is None
+    assert config.tfds_name(str(tmp_path)) is None
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cycle_gan" / "apple2orange").mkdir(parents=True)  # a folder of that name wins
+    assert config.tfds_name("cycle_gan/apple2orange") is None
+    assert config.tfds_name("tfds:cycle_gan/apple2orange") == "cycle_gan/apple2orange"
+
+
+def test_dataset_folder_layout_is_checked_without_tensorflow(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "trainA").mkdir()
+    code = (
+        "import sys\n"
+        "from cyclegan_tf import config, errors\n"
+        "for root, fragment in ((sys.argv[1] + '/nope', 'does not exist'),\n"
+        "                       (sys.argv[1], 'has no trainB/ folder')):\n"
+        "    try:\n"
+        "        config.check_dataset_folder(root)\n"
+        "    except errors.DataError as e:\n"
+        "        assert fragment in str(e), e\n"
+        "    else:\n"
+        "        raise AssertionError(root)\n"
+        "assert 'tensorflow' not in sys.modules\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    (tmp_path / "trainB").mkdir()
+    config.check_dataset_folder(str(tmp_path))  # the layout a dataset folder needs: no error
