@@ -18,7 +18,8 @@ which is torch's update exactly when `eps_hat = eps sqrt(1 - beta_2^t)`; `Adam` 
 (same arithmetic up to float32 rounding: tests/test_optimizers.py checks it against torch's
 formula). The step's scalars are computed once per `apply` and shared by every variable. On the
 AVX2-only EPYC one apply over both ResNet generators' 22.8 M weights took 19-20 ms instead of
-40-63 (tf.function, medians of 15), and its trace 1.0-1.3 s instead of 1.3-1.5.
+40-63 (tf.function, medians of 15), and its trace plus first call 1.0-1.3 s instead of
+1.3-1.5.
 Slots (`_momentums`, `_velocities`), checkpoints and `get_config` are Keras Adam's.
 """
 
