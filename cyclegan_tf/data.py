@@ -307,7 +307,7 @@ class Unpaired:
         # Every pipeline already computes only its own samples: nothing for tf.data to shard.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         return (
-            positions.map(sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            positions.map(_plain(sample), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .batch(batch // replicas, drop_remainder=True)
             .prefetch(tf.data.AUTOTUNE)
             .with_options(options)
@@ -353,7 +353,7 @@ class Unpaired:
             return _test_transform(_decode(read(index)), config), names[index]
 
         ds = tf.data.Dataset.range(len(images))
-        return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.map(_plain(prepare), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def test_names(self, domain: str = "a") -> tuple[str, ...]:
         """Names of the test images of `domain`, in the order `test` yields them."""
@@ -555,7 +555,7 @@ def _decodable(paths: list[str]) -> set[str]:
 
     ds = (
         tf.data.Dataset.from_tensor_slices(paths)
-        .map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .map(_plain(check), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .ignore_errors()
     )
     return {path.decode() for path, size in ds.as_numpy_iterator() if size > 0}
@@ -601,7 +601,9 @@ def _load_tfds(full_name: str, config, seed: int) -> Unpaired:
             split=split, decoders={"image": tfds.decode.SkipDecoding()}, shuffle_files=False
         )
         # One numpy object array of the encoded bytes: each image is held once (`_reader`).
-        encoded = np.fromiter(ds.map(lambda ex: ex["image"]).as_numpy_iterator(), dtype=object)
+        encoded = np.fromiter(
+            ds.map(_plain(lambda ex: ex["image"])).as_numpy_iterator(), dtype=object
+        )
         if not len(encoded):
             raise DataError(f"TFDS split {full_name}:{split} is empty. {_TRY_INSTEAD}")
         return _Images(
@@ -687,6 +689,14 @@ def _unreachable_hosts(hosts: list[tuple[str, int]]) -> str:
 
 # ----------------------------------------------------------------------------------------------
 # Decoding and transforms (graph code, used inside tf.data maps)
+
+
+def _plain(fn):
+    """`fn` for `Dataset.map` as it is. The map functions here are graph code already (explicit
+    `tf.cond`, no Python control flow on tensors), which autograph would parse and rewrite for
+    nothing: building the tiny preset's training pipeline up to its first element took 1.1-1.7 s
+    with autograph, 0.48-0.62 s without (AVX2 EPYC, fresh processes, 4 interleaved runs each)."""
+    return tf.autograph.experimental.do_not_convert(fn)
 
 
 def _reader(images: _Images):

@@ -169,8 +169,12 @@ class CycleGAN(tf.Module):
             for net in (self.g_ab, self.g_ba, self.d_a, self.d_b)
         }
         self._translate = {
-            "a2b": tf.function(lambda x: self.g_ab(x, training=False), reduce_retracing=True),
-            "b2a": tf.function(lambda x: self.g_ba(x, training=False), reduce_retracing=True),
+            "a2b": tf.function(
+                lambda x: self.g_ab(x, training=False), reduce_retracing=True, autograph=False
+            ),
+            "b2a": tf.function(
+                lambda x: self.g_ba(x, training=False), reduce_retracing=True, autograph=False
+            ),
         }
 
     # -- construction helpers ---------------------------------------------------------------
