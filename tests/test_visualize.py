@@ -2,7 +2,7 @@ import matplotlib
 import numpy as np
 import PIL.Image
 
-from cyclegan_tf import visualize
+from cyclegan_tf import images, visualize
 
 
 def _rows(n=2, size=16):
@@ -14,7 +14,13 @@ def _rows(n=2, size=16):
 def test_save_grid_writes_a_png_and_keeps_the_backend(tmp_path):
     backend = matplotlib.get_backend()
     path = visualize.save_grid(_rows(), str(tmp_path / "g" / "grid.png"), title="epoch 1")
-    assert PIL.Image.open(path).size == (750, 1040)  # 7.5 x 10.4 inches at 100 dpi
+    # 16 px images drawn 14x (224 px cells); 3 columns, 2 samples x 2 rows, gaps, labels, title.
+    assert PIL.Image.open(path).size == (3 * 224 + 4 * 12, 34 + 4 * (22 + 224 + 12))
+    pixels = np.asarray(PIL.Image.open(path).convert("RGB"))
+    # real A of the first sample, pixel for pixel: its top-left source pixel fills a 14x14 block.
+    first = np.asarray(images.to_uint8(_rows()["real_a"][0]))
+    block = pixels[34 + 22 : 34 + 22 + 14, 12 : 12 + 14]
+    assert (block == first[0, 0]).all()
     assert matplotlib.get_backend() == backend
     assert not (tmp_path / "g" / "grid.png.tmp.png").exists()
 
