@@ -313,6 +313,16 @@ class Conv2D(keras.layers.Conv2D):
     slower than TensorFlow's kernels). Same values up to float rounding (tests/test_layers.py).
     The forward pass is TensorFlow's Conv2D either way, so exports are unchanged."""
 
+    def call(self, inputs):
+        if self.data_format != "channels_last":
+            return super().call(inputs)
+        # Keras adds the bias as reshape to [1, 1, 1, C], squeeze back, BiasAdd: the same BiasAdd
+        # without the two reshapes, whose ops (and their gradients' ops) every trace builds.
+        outputs = self.convolution_op(inputs, self.kernel)
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, self.bias)
+        return outputs if self.activation is None else self.activation(outputs)
+
     def convolution_op(self, inputs, kernel):
         plain = (
             self.padding == "valid"
