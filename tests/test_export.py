@@ -114,9 +114,16 @@ def exported(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported_files(exported, tmp_path_factory):
-    """Every format of both directions, in one call."""
+    """Every format in one call, for one direction: the file formats' conversion is most of this
+    module's time, and the directions share every line of it (both directions' layout is
+    checked for SavedModels, `exported`)."""
     export_dir = str(tmp_path_factory.mktemp("formats"))
-    paths = export.export_run(exported["run_dir"], export_dir, formats="saved_model,tflite,onnx")
+    paths = export.export_run(
+        exported["run_dir"],
+        export_dir,
+        directions=("a2b",),
+        formats="saved_model,tflite,onnx",
+    )
     return {"export_dir": export_dir, "paths": paths}
 
 
@@ -333,11 +340,12 @@ def test_formats_are_parsed_and_unknown_ones_refused_before_any_work(exported, t
 
 def test_tflite_and_onnx_layout_and_check_figures(exported_files):
     export_dir, paths = exported_files["export_dir"], exported_files["paths"]
-    assert sorted(os.listdir(export_dir)) == ["cyclegan_a2b", "cyclegan_b2a", "onnx", "tflite"]
+    assert sorted(os.listdir(export_dir)) == ["cyclegan_a2b", "onnx", "tflite"]
     for fmt in ("tflite", "onnx"):
         assert sorted(os.listdir(os.path.join(export_dir, fmt))) == [
-            f"cyclegan_{d}_1.{ext}" for d in ("a2b", "b2a") for ext in ("json", fmt)
+            f"cyclegan_a2b_1.{ext}" for ext in ("json", fmt)
         ]
+        assert list(paths[fmt]) == ["a2b"]
         for direction, path in paths[fmt].items():
             assert path == os.path.join(export_dir, fmt, f"cyclegan_{direction}_1.{fmt}")
             info = export.read_export_info(path)
@@ -354,7 +362,7 @@ def test_tflite_and_onnx_layout_and_check_figures(exported_files):
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
 def test_files_equal_the_saved_model_at_any_size(exported_files, fmt):
     paths = exported_files["paths"]
-    for direction in ("a2b", "b2a"):
+    for direction in paths[fmt]:
         run = export.load_file(paths[fmt][direction])
         saved = tf.saved_model.load(paths["saved_model"][direction])
         signature = saved.signatures[export.TENSOR_SIGNATURE]
