@@ -496,7 +496,34 @@ def run() -> None:
     # noise for users; real failures still surface as Python exceptions. Set the variable to 0 to
     # see them.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    app.run(main, flags_parser=_parse_flags)
+    try:
+        app.run(main, flags_parser=_parse_flags)
+    except SystemExit as e:
+        if e.code in (0, None) and _whole_process_is_ours():
+            _exit_now()
+        raise
+
+
+def _whole_process_is_ours() -> bool:
+    """Whether this process runs only the command: not a Python prompt or notebook kernel that
+    called `run()`, not one worker of several (their runtimes may still talk at exit)."""
+    ipython = sys.modules.get("IPython")  # imported by some libraries without a shell running
+    shell = ipython is not None and getattr(ipython, "get_ipython", lambda: None)() is not None
+    return not (hasattr(sys, "ps1") or shell) and "TF_CONFIG" not in os.environ
+
+
+def _exit_now() -> None:
+    """Ends a command that succeeded without the interpreter's teardown of TensorFlow and Keras,
+    which takes ~1 s of CPU and adds nothing: every file the package writes is closed by then
+    (`with` blocks; the TensorBoard writer flushed), and logging's handlers are flushed here.
+    Measured (AVX2 EPYC): `python -c 'import tensorflow, keras'` 6.2-7.1 s wall, 5.1-5.5 s when
+    it ends with `os._exit` instead."""
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

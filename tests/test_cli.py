@@ -1,11 +1,13 @@
 """The command line: every user mistake is one line on stderr and exit code 2."""
 
 import os
+import sys
 
 import fixtures
 import pytest
+from tensorflow.compat.v1.train import summary_iterator
 
-from cyclegan_tf import config
+from cyclegan_tf import cli, config
 
 
 def _cli(*args, cwd=None):
@@ -150,6 +152,11 @@ def test_train_end_to_end_then_resume_and_refuse_overwrite(tmp_path):
     assert "First step finished" in proc.stdout and "Done at step 4" in proc.stdout
     assert "identity" in proc.stdout  # the built-in score table
     assert proc.stderr == ""  # TensorFlow's start-up noise is filtered on a CPU-only machine
+    # A command that succeeds ends without the interpreter's teardown (cli._exit_now): what it
+    # wrote is complete, the TensorBoard events included.
+    events = [e for f in (run / "logs").iterdir() for e in summary_iterator(str(f))]
+    tags = {(v.tag, e.step) for e in events for v in e.summary.value}
+    assert {("g/total", 2), ("g/total", 4), ("translations", 4)} <= tags, sorted(tags)
     # The README's first command's shape: resume, then export and translate the test split.
     proc = cli(*args[:-1], "--max_steps=6", "--export_dir=runs/quick/export")
     assert (
@@ -182,3 +189,13 @@ def test_flagfile(tmp_path):
     assert built == config.preset(
         "tutorial", generator="unet_128", crop_size=128, load_size=143, pool_size=10, seed=2
     )
+
+
+def test_only_a_whole_process_of_its_own_skips_the_interpreter_teardown(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert cli._whole_process_is_ours()
+    monkeypatch.setattr(sys, "ps1", ">>> ", raising=False)  # a Python prompt called run()
+    assert not cli._whole_process_is_ours()
+    monkeypatch.delattr(sys, "ps1")
+    monkeypatch.setenv("TF_CONFIG", "{}")  # one worker of a cluster
+    assert not cli._whole_process_is_ours()
