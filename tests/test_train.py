@@ -463,6 +463,10 @@ def test_two_workers_train_like_two_mirrored_devices_and_resume_after_sigterm(tm
     assert f"Resuming from {resumed_dir / 'checkpoints'}/ckpt-{stopped[0]}" in workers.text(1)
     resumed = _variables(tf.train.latest_checkpoint(str(resumed_dir / "checkpoints")))
     assert set(resumed) == set(uninterrupted)
+    # save_counter counts writes, not training: the save on SIGTERM is one more unless the signal
+    # landed on a step that saves anyway (the CI run of 85abccf stopped elsewhere: 3 against 2).
+    counter = "save_counter/.ATTRIBUTES/VARIABLE_VALUE"
+    assert resumed.pop(counter) - uninterrupted.pop(counter) in (0, 1)
     for name, value in uninterrupted.items():
         np.testing.assert_array_equal(resumed[name], value, err_msg=name)
 
