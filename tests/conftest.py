@@ -21,3 +21,43 @@ def mixed_bfloat16():
 
     with precision.policy("mixed_bfloat16"):
         yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """Starts the longest tests first, spread over the xdist workers.
+
+    With `-n 2 --dist=worksteal` each worker first gets a contiguous half of the collection and
+    idle workers steal from the end of the other's queue. In collection (file) order the longest
+    tests sit in the second half, so one of them could still run while the other worker had
+    nothing left. Here the slow tests that share no module-scoped fixture (moving a test away
+    from its module would set that fixture up on both workers) go to the front of the workers'
+    queues, longest first, dealt in turn; the rest keep their order.
+    `@pytest.mark.slow(seconds=N)`: N is a rough duration, used only for this ordering.
+    """
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+    if workers < 2:
+        return
+
+    def movable(item):
+        marker = item.get_closest_marker("slow")
+        if marker is None:
+            return False
+        defs = item._fixtureinfo.name2fixturedefs.values()
+        return all(d[-1].scope == "function" or not d[-1].baseid for d in defs)
+
+    slow = sorted(
+        (i for i in items if movable(i)),
+        key=lambda i: -i.get_closest_marker("slow").kwargs.get("seconds", 0),
+    )
+    moved = {id(i) for i in slow}
+    rest = [i for i in items if id(i) not in moved]
+    queues, remaining = [], len(items)
+    for w in range(workers):  # the sizes xdist's worksteal scheduler sends each worker
+        size = remaining // (workers - w)
+        remaining -= size
+        head = slow[w::workers]
+        take = max(0, size - len(head))
+        queues.append(head + rest[:take])
+        rest = rest[take:]
+    queues[-1] += rest
+    items[:] = [i for q in queues for i in q]

@@ -138,7 +138,7 @@ def test_presets_and_flags_compose():
     assert built == expected
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=45)
 def test_train_end_to_end_then_resume_and_refuse_overwrite(tmp_path):
     # Relative paths from the working directory, as the README's first command gives them
     # (`--output_dir=runs/quick --export_dir=runs/quick/export`).

@@ -89,7 +89,7 @@ def test_committed_without_outputs():
     assert all(c.outputs == [] and c.execution_count is None for c in code)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=55)
 def test_notebook_runs_offline_with_tiny_parameters(tmp_path, monkeypatch):
     _python3_kernel_is_this_interpreter(tmp_path, monkeypatch)
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -548,7 +548,7 @@ def _one_line_exit_2(proc, fragment):
     assert len(lines) == 1 and fragment in lines[0], proc.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=22)
 def test_cli_import_torch_end_to_end(tmp_path):
     run = tmp_path / "run"
     weights = _path("resnet6_legacy")

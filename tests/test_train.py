@@ -196,7 +196,7 @@ def _train_cli(run_dir, **kwargs):
     )
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=60)
 def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path):
     reference = tmp_path / "reference"
     proc = _train_cli(reference)
@@ -235,7 +235,7 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path):
         np.testing.assert_array_equal(got[name], value, err_msg=name)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=12)
 def test_sigterm_saves_a_checkpoint_then_exits_143(tmp_path):
     run = tmp_path / "run"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -392,7 +392,7 @@ def _close_to_mirrored(one, two, steps, lr=2e-4):
     return float(moment_rel), float(weights.max())
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=150)
 def test_two_workers_train_like_two_mirrored_devices_and_resume_after_sigterm(tmp_path):
     run_dir, mirrored_dir = tmp_path / "run", tmp_path / "mirrored"
     # 1. The reference: one process on two logical devices.

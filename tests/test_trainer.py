@@ -140,7 +140,7 @@ MIRRORED_CHECK = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=60)
 def test_mirrored_on_two_logical_cpus_equals_one_device():
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run(
