@@ -503,6 +503,8 @@ def _folder_images(root: str, split: str, checks, *, required: bool) -> _Images 
     if not os.path.isdir(folder):
         if required:
             config_lib.check_dataset_folder(root)  # says which folder is missing
+            # It passed: the folder appeared after the check above. Still an error, not None.
+            raise DataError(f"{folder} is not a folder (it changed while being read). Run again.")
         return None
     paths, others = _list_images(folder)
     if others:

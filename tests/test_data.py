@@ -356,6 +356,16 @@ def test_missing_train_b(tmp_path):
     assert "has no trainB/ folder" in _message(e)
 
 
+def test_a_required_folder_that_vanishes_while_read_is_an_error(tmp_path, monkeypatch):
+    # trainB passed the first check, then is gone when its images are listed; the second check
+    # (here made to pass, as if the folder came back in between) must not turn it into "no data".
+    _write_flat(str(tmp_path / "trainA"), [1])
+    monkeypatch.setattr(data.config_lib, "check_dataset_folder", lambda root: None)
+    with pytest.raises(data.DataError) as e:
+        data.load(_config(tmp_path), seed=0)
+    assert "trainB is not a folder" in _message(e) and "Run again" in _message(e)
+
+
 def test_train_a_without_images(tmp_path):
     os.makedirs(tmp_path / "trainA")
     (tmp_path / "trainA" / "readme.txt").write_text("x")
