@@ -24,7 +24,7 @@ from cyclegan_tf import config as config_lib
 COMMANDS = ("train", "export", "translate", "evaluate", "import-torch")
 USAGE = (
     "usage: cyclegan-tf {train,export,translate,evaluate,import-torch} [--flags]  (cyclegan-tf "
-    "--helpfull lists all flags; --flagfile=FILE reads them from a file)"
+    "--help lists the flags; --flagfile=FILE reads them from a file)"
 )
 
 # -- train -----------------------------------------------------------------------------------
@@ -485,7 +485,18 @@ def _parse_flags(argv: list[str]) -> list[str]:
     try:
         return FLAGS(argv)
     except flags.Error as e:
-        _fail(f"{str(e).splitlines()[0]} (see cyclegan-tf --helpfull)")
+        _fail(f"{str(e).splitlines()[0]} (see cyclegan-tf --help)")
+
+
+HELP_FLAGS = ("-h", "-help", "--help", "-?", "--helpshort", "--helpfull")
+
+
+def help_text(full: bool = False) -> str:
+    """What `cyclegan-tf --help` prints: the commands, the exit codes and this tool's flags
+    (`--helpfull`: also absl's own flags)."""
+    flags_text = str(FLAGS) if full else FLAGS.module_help(sys.modules[__name__])
+    examples = __doc__.strip().split("\n\n", 1)[1]  # the docstring after its summary line
+    return f"{USAGE}\n\nExamples:\n{examples}\n\nFlags:{flags_text}\n"
 
 
 def run() -> None:
@@ -494,6 +505,12 @@ def run() -> None:
     # noise for users; real failures still surface as Python exceptions. Set the variable to 0 to
     # see them.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    asked = [a for a in sys.argv[1:] if a in HELP_FLAGS]
+    if asked:
+        # absl's own --help prints the console script's (empty) docstring and exits 1.
+        sys.stdout.write(help_text(full="--helpfull" in asked))
+        sys.stdout.flush()
+        _exit_now(0) if _whole_process_is_ours() else sys.exit(0)
     try:
         app.run(main, flags_parser=_parse_flags)
     except SystemExit as e:

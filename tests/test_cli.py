@@ -50,6 +50,19 @@ def test_bad_flags_are_one_line_exit_2(args, fragment, tmp_path):
     _one_line_error(_cli(*args, cwd=tmp_path), fragment)
 
 
+@pytest.mark.parametrize("args", [["--help"], ["train", "-h"], ["export", "--helpfull"]])
+def test_help_lists_commands_and_flags_and_exits_0(args, tmp_path):
+    # absl's own --help printed only "USAGE: cyclegan-tf [flags]" and exited 1.
+    proc = _cli(*args, cwd=tmp_path)
+    assert proc.returncode == 0 and not proc.stderr, (proc.returncode, proc.stderr)
+    out = proc.stdout
+    assert out.startswith("usage: cyclegan-tf {train,export,translate,evaluate,import-torch}")
+    assert all(f"cyclegan-tf {c} --" in out for c in cli.COMMANDS)
+    assert "--dataset:" in out and "--precision:" in out and "Exit codes:" in out
+    assert ("--verbosity:" in out) == ("--helpfull" in args)  # absl's flags with --helpfull only
+    assert not list(tmp_path.iterdir())
+
+
 def test_missing_dataset_folder_is_one_line_and_writes_nothing(tmp_path):
     run = tmp_path / "run"
     proc = _cli("train", f"--output_dir={run}", f"--dataset={tmp_path / 'nope'}", "--preset=tiny")
