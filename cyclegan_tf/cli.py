@@ -506,12 +506,10 @@ def run() -> None:
     # see them.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     asked = [a for a in sys.argv[1:] if a in HELP_FLAGS]
-    if asked:
-        # absl's own --help prints the console script's (empty) docstring and exits 1.
-        sys.stdout.write(help_text(full="--helpfull" in asked))
-        sys.stdout.flush()
-        _exit_now(0) if _whole_process_is_ours() else sys.exit(0)
     try:
+        if asked:  # absl's own --help prints the console script's (empty) docstring, exits 1
+            sys.stdout.write(help_text(full="--helpfull" in asked))
+            sys.exit(0)
         app.run(main, flags_parser=_parse_flags)
     except SystemExit as e:
         if e.code in (0, None) and _whole_process_is_ours():
