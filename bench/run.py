@@ -64,10 +64,10 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import worker  # noqa: E402  (bench/worker.py: TORCH_ANCHOR)
 
-from cyclegan_tf import precision as precision_lib  # noqa: E402  (no TensorFlow import)
+from cyclegan_tf import hardware  # noqa: E402  (its CPU half imports no TensorFlow)
 
 
-def machine_kind(cpu: precision_lib.CpuInfo) -> str:
+def machine_kind(cpu: hardware.CpuInfo) -> str:
     """The RESULTS.md block a CPU's figures go to: its best vector feature for this workload."""
     for flag in ("amx_bf16", "avx512_bf16", "avx512f", "avx2"):
         if flag in cpu.flags:
@@ -79,9 +79,11 @@ def markers(kind: str) -> tuple[str, str]:
     return f"<!-- bench:begin {kind} -->", f"<!-- bench:end {kind} -->"
 
 
-def default_precisions(cpu: precision_lib.CpuInfo) -> list[str]:
-    """float32, and mixed_bfloat16 where this CPU computes it natively."""
-    return ["float32", "mixed_bfloat16"] if cpu.native_bfloat16 else ["float32"]
+def default_precisions(cpu: hardware.CpuInfo) -> list[str]:
+    """float32, and mixed_bfloat16 where this CPU computes it natively (or
+    CYCLEGAN_TF_CPU_BF16=1 says so)."""
+    native, _ = hardware.cpu_bf16()
+    return ["float32", "mixed_bfloat16"] if native else ["float32"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -357,8 +359,8 @@ def render(summary, args, started: str, elapsed: float) -> str:
     import keras
     import tensorflow as tf
 
-    cpu_info = precision_lib.cpu_info()
-    auto = precision_lib.resolve("auto", precision_lib.Devices(gpus=(), cpu=cpu_info)).precision
+    cpu_info = hardware.cpu_info()
+    auto = hardware.auto_precision(gpu_list=()).precision
     torch_version = "-"
     if any(r["config"].startswith("PyTorch") for r in summary["rows"]):
         probe = subprocess.run(
@@ -481,7 +483,7 @@ def measure_startup(args) -> list[dict]:
 def render_startup(runs: list[dict], args, started: str) -> str:
     import tensorflow as tf
 
-    cpu = precision_lib.cpu_info()
+    cpu = hardware.cpu_info()
     bf16 = "with" if "avx512_bf16" in cpu.flags else "without"
     lines = [
         f"Run {started} UTC, command: `{' '.join(args.argv)}`",
@@ -544,7 +546,7 @@ def main(argv=None) -> None:
             with open(args.json, "w") as f:
                 json.dump(runs, f, indent=1, default=str)
         if not args.no_write:
-            kind = machine_kind(precision_lib.cpu_info())
+            kind = machine_kind(hardware.cpu_info())
             write_results(block, f"startup-{kind}", f"Start-up vs dataset size (`{kind}`)")
             log(f"wrote {os.path.relpath(RESULTS)}")
         return
@@ -552,9 +554,9 @@ def main(argv=None) -> None:
         args.sizes, args.repeats, args.steps, args.extra_repeats = "128", 1, 3, 1
         args.pipeline_batches = 150
     args.sizes = [int(s) for s in args.sizes.split(",")]
-    cpu = precision_lib.cpu_info()
+    cpu = hardware.cpu_info()
     args.precisions = args.precisions.split(",") if args.precisions else default_precisions(cpu)
-    auto = precision_lib.resolve("auto", precision_lib.Devices(gpus=(), cpu=cpu)).precision
+    auto = hardware.auto_precision(gpu_list=()).precision
     if auto not in args.precisions:
         args.precisions.append(auto)
     args.auto = auto
@@ -570,7 +572,7 @@ def main(argv=None) -> None:
         with open(args.json, "w") as f:
             json.dump({"summary": summary, "data": data}, f, indent=1, default=str)
     if not args.no_write:
-        write_results(block, machine_kind(precision_lib.cpu_info()))
+        write_results(block, machine_kind(hardware.cpu_info()))
         log(f"wrote {os.path.relpath(RESULTS)}")
 
 

@@ -18,7 +18,7 @@ import sys
 
 from absl import app, flags
 
-from cyclegan_tf import cluster, errors, nativelog, rundir
+from cyclegan_tf import cluster, errors, hardware, nativelog, rundir
 from cyclegan_tf import config as config_lib
 
 COMMANDS = ("train", "export", "translate", "evaluate", "import-torch")
@@ -451,6 +451,10 @@ def main(argv: list[str]) -> int:
         extra = " ".join(argv[1:]) or "nothing"
         _fail(f"expected one command of {', '.join(COMMANDS)}, got {extra!r}. {USAGE}")
     _quiet_tensorflow()
+    try:  # a typo in an override variable is one line now, not a traceback after the import
+        hardware.check_environment()
+    except errors.UserError as e:
+        _fail(str(e))
     handler = {
         "train": _train,
         "export": _export,

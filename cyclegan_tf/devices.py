@@ -23,16 +23,6 @@ from absl import logging
 _decision: bool | None = None  # what the first call in this process decided
 
 
-def gpus() -> list:
-    """The GPUs TensorFlow sees (`tf.config.list_physical_devices("GPU")`; does not initialise
-    them). The one place the package asks: memory growth here, the precision's hardware check
-    (`precision.devices`), Grappler's setting (`train.configure_tensorflow`) and the conv
-    gradients' kernel choice (`layers.stock_conv_gradients`)."""
-    import tensorflow as tf
-
-    return tf.config.list_physical_devices("GPU")
-
-
 def configure_gpus(memory_growth: bool | None = None) -> bool | None:
     """Sets memory growth on every GPU TensorFlow sees, before they are initialised.
 
@@ -50,7 +40,7 @@ def configure_gpus(memory_growth: bool | None = None) -> bool | None:
     growth = True if memory_growth is None else bool(memory_growth)
     import tensorflow as tf
 
-    found = gpus()
+    found = tf.config.list_physical_devices("GPU")
     _decision = growth
     if not found:
         return None

@@ -4,7 +4,7 @@ This module owns the pieces whose exact behaviour the official PyTorch CycleGAN 
 does not provide as-is: reflection padding, the normalization choices (affine-free instance norm
 on a fused kernel, batch norm, none), the weight initializers (`normal | xavier | kaiming |
 orthogonal`), PyTorch-aligned (transposed) convolutions, and `Conv2D`, whose gradients are forward
-convolutions on CPUs where TensorFlow's own gradient kernels are slow (`stock_conv_gradients`).
+convolutions on CPUs where TensorFlow's own gradient kernels are slow (`hardware.conv_gradients`).
 Builders call `kernel_initializer` once per layer: an unseeded Keras initializer reused across
 layers would give every layer the same values.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from cyclegan_tf import config, devices
+from cyclegan_tf import config, hardware
 
 # PyTorch's BatchNorm2d momentum 0.1 weighs the new batch statistic; Keras' momentum weighs the
 # running value, hence 0.9.
@@ -211,27 +211,6 @@ def kernel_initializer(init_type: str, gain: float = 0.02) -> keras.initializers
     )
 
 
-@functools.cache
-def stock_conv_gradients() -> bool:
-    """Whether TensorFlow's own convolution gradient kernels are the fast ones here.
-
-    They are on GPUs (cuDNN) and on CPUs where TensorFlow runs oneDNN's kernels (by default the
-    CPUs with AVX512_VNNI, AVX512_BF16 or AMX; `TF_ENABLE_ONEDNN_OPTS=1` elsewhere). Everywhere
-    else (e.g. AVX2-only CPUs) TensorFlow runs its Eigen kernels, whose weight and input gradients
-    are slow for the shapes these networks have: a 7x7 conv with 3 output channels took 157 ms for
-    its weight gradient and 114 ms for its input gradient where its forward pass takes 11 ms (see
-    bench/RESULTS.md); `Conv2D` then computes its gradients as forward convolutions instead.
-    Decided once per process (a GPU or the oneDNN setting cannot change after TensorFlow starts).
-    """
-    if devices.gpus():
-        return True
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-    except ImportError:  # pragma: no cover - a TensorFlow that moved it: keep its own gradients
-        return True
-    return bool(_pywrap_util_port.IsMklEnabled())
-
-
 def _transpose(x, perm):
     """`tf.transpose(x, perm)` done on the fewest axes: size-1 axes dropped and axes that stay
     neighbours merged, then reshaped back. TensorFlow's CPU kernel does neither, and the rank-4
@@ -313,10 +292,11 @@ def _conv2d_forward_gradients(x, kernel):
 @keras.saving.register_keras_serializable(package="cyclegan_tf")
 class Conv2D(keras.layers.Conv2D):
     """`keras.layers.Conv2D` (same weights, same forward kernel) whose gradients are computed as
-    forward convolutions where TensorFlow's own gradient kernels are slow (`stock_conv_gradients`):
-    stride-1 convs only (for strided ones the reformulation, a dilated convolution, measured
-    slower than TensorFlow's kernels). Same values up to float rounding (tests/test_layers.py).
-    The forward pass is TensorFlow's Conv2D either way, so exports are unchanged."""
+    forward convolutions where TensorFlow's own gradient kernels are slow
+    (`hardware.conv_gradients`, read when the layer is traced): stride-1 convs only (for strided
+    ones the reformulation, a dilated convolution, measured slower than TensorFlow's kernels).
+    Same values up to float rounding (tests/test_layers.py). The forward pass is TensorFlow's
+    Conv2D either way, so exports are unchanged."""
 
     def call(self, inputs):
         if self.data_format != "channels_last":
@@ -335,7 +315,7 @@ class Conv2D(keras.layers.Conv2D):
             and tuple(self.strides) == (1, 1)
             and tuple(self.dilation_rate) == (1, 1)
         )
-        if not plain or stock_conv_gradients():
+        if not plain or hardware.conv_gradients() == "stock":
             return super().convolution_op(inputs, kernel)
         # A tensor, not the variable: the custom gradient then reaches the variable through the
         # read, as for any op (a variable used inside it would need its own gradient contract).

@@ -35,6 +35,7 @@ from cyclegan_tf import (
     devices,
     errors,
     evaluate,
+    hardware,
     pretrained,
     rundir,
     synthetic,
@@ -160,10 +161,10 @@ def configure_tensorflow(train_config: config_lib.TrainConfig) -> None:
     """The process-wide TensorFlow settings a training process runs with (`train` calls it first).
 
     - GPU memory on demand (`devices.configure_gpus`), before anything initialises the GPUs.
-    - Grappler's meta optimizer off on a CPU-only machine: its graph rewrites cost 1.5-2 s before
-      the first step and gain nothing per step on this CPU (bench/RESULTS.md: "Grappler on"
-      rows). With a GPU it stays on: there it also rewrites layouts for cuDNN and fuses
-      convolutions, and that case was not measured here (no GPU).
+    - Grappler as `hardware.grappler()` chooses: its meta optimizer off on a CPU-only machine
+      (its graph rewrites cost 1.5-2 s before the first step and gain nothing per step there,
+      bench/RESULTS.md "Grappler on" rows), on with a GPU (layout rewrites and fusions for
+      cuDNN; not measured here, no GPU).
     - Op determinism when `train_config.deterministic` (exact resume across processes).
 
     Process-wide, so it is called where a process decides to train, not at import.
@@ -171,8 +172,7 @@ def configure_tensorflow(train_config: config_lib.TrainConfig) -> None:
     devices.configure_gpus()
     if train_config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    if not devices.gpus():
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    hardware.apply_grappler()
 
 
 def train(
@@ -242,7 +242,7 @@ def train(
             f"|B|={unpaired.num_b}; {strategy.num_replicas_in_sync} replica(s)) in {output_dir}"
             + (f"; this is {task.describe()}" if task.multi_worker else ""),
         )
-        _say(verbose, f"Devices: {precision_lib.devices().describe()}; precision {precision_note}.")
+        _say(verbose, f"Devices: {hardware.describe()}; precision {precision_note}.")
 
         # 4. The loop (the other workers of a cluster train, save and keep quiet).
         loop = _Loop(

@@ -23,9 +23,9 @@ import tensorflow as tf
 
 from cyclegan_tf import (
     cluster,
-    devices,
     discriminators,
     generators,
+    hardware,
     image_pool,
     losses,
     optimizers,
@@ -158,7 +158,7 @@ class CycleGAN(tf.Module):
         # took ~2 s of the first call, now ~1 s (AVX2 EPYC; steps interleaved in one process:
         # 4.24 vs 4.29 s/iter, the same). With a GPU the runtime inlines them as before
         # (Grappler, on there, optimises across the calls; not measured, no GPU here).
-        inline = bool(devices.gpus())
+        inline = hardware.inline_functions()
         self._train_calls = {
             net.name: tf.function(
                 lambda x, net=net: net(x, training=True),

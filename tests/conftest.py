@@ -14,6 +14,16 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CYCLEGAN_TF_CACHE", str(cache))
 
 
+@pytest.fixture(autouse=True)
+def _fresh_hardware_probe():
+    """A test that pretends devices (monkeypatched tf.config) resets the hardware probe; the probe
+    is forgotten after every test so that nothing pretended outlives it."""
+    yield
+    from cyclegan_tf import hardware
+
+    hardware.reset()
+
+
 @pytest.fixture
 def mixed_bfloat16():
     """Builds layers under the mixed_bfloat16 policy; the global policy is float32 again after."""

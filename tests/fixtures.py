@@ -125,3 +125,45 @@ def run_cli(*args, cwd=None, timeout=600):
         cwd=cwd,
         timeout=timeout,
     )
+
+
+# -- tolerances from the arithmetic ---------------------------------------------------------------
+
+# float32's unit roundoff: one rounding changes a value by at most this fraction of it.
+FLOAT32_UNIT_ROUNDOFF = 2.0**-24
+
+
+def conv_abs_sums(x, kernel, dy):
+    """For a stride-1 VALID `conv2d(x, kernel)` with output gradient `dy`: per element of the
+    output, of the input gradient and of the kernel gradient, the sum of the absolute values of
+    the products that element adds up (float64). With every operand made non-negative, the same
+    convolution and its gradients compute exactly those sums."""
+    x, kernel, dy = (tf.abs(tf.cast(t, tf.float64)) for t in (x, kernel, dy))
+    with tf.GradientTape() as tape:
+        tape.watch([x, kernel])
+        y = tf.nn.conv2d(x, kernel, 1, "VALID")
+        total = tf.reduce_sum(y * dy)
+    dx, dkernel = tape.gradient(total, [x, kernel])
+    return y.numpy(), dx.numpy(), dkernel.numpy()
+
+
+def assert_within_float32_rounding(actual, expected, abs_sum, terms):
+    """Asserts two float32 computations of the same sums agree to what rounding allows.
+
+    A float32 sum of `terms` products, added in any order (Eigen, oneDNN and the forward
+    reformulation each choose theirs), is within terms * u * sum(|products|) of the exact value
+    (u = 2^-24, the standard bound gamma_n ~ n u); two such computations are within twice that of
+    each other. `abs_sum` is sum(|products|) per element (e.g. `conv_abs_sums`), `terms` the
+    length of the longest chain of roundings behind an element. The bound depends on the inputs,
+    not on the machine: elements that cancel to near zero get the absolute slack they need, large
+    sums a relative one.
+    """
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    bound = 2 * terms * FLOAT32_UNIT_ROUNDOFF * np.asarray(abs_sum, np.float64)
+    excess = np.abs(actual - expected) - bound
+    worst = np.unravel_index(np.argmax(excess), excess.shape) if excess.size else ()
+    assert excess.size == 0 or excess[worst] <= 0, (
+        f"{int((excess > 0).sum())} of {excess.size} values differ by more than float32 rounding "
+        f"allows; worst at {worst}: {actual[worst]} vs {expected[worst]}, bound {bound[worst]:.3g}"
+    )

@@ -21,6 +21,7 @@ from cyclegan_tf import (
     config,
     data,
     devices,
+    hardware,
     inference,
     losses,
     precision,
@@ -153,9 +154,11 @@ def test_configure_tensorflow_grows_gpu_memory_and_keeps_grappler_on_a_gpu(monke
     )
     monkeypatch.setattr(tf.config.optimizer, "set_experimental_options", options.append)
     monkeypatch.setattr(devices, "_decision", None)  # a fresh process
+    hardware.reset()  # the probe sees the pretended GPU (conftest resets it after the test)
     train.configure_tensorflow(_tiny().train)
     assert growth == [("/physical_device:GPU:0", True)]
-    assert options == []  # Grappler's meta optimizer stays on with a GPU (not measured here)
+    # Grappler's meta optimizer stays on with a GPU (not measured here)
+    assert options == [{"disable_meta_optimizer": False}]
     # A process that decided first (cyclegan-tf --nogpu_memory_growth) keeps its decision.
     growth.clear()
     monkeypatch.setattr(devices, "_decision", None)
@@ -164,7 +167,9 @@ def test_configure_tensorflow_grows_gpu_memory_and_keeps_grappler_on_a_gpu(monke
     assert growth == [("/physical_device:GPU:0", False)]
     # CPU only: nothing to grow; the meta optimizer off (measured to help on the CPU).
     growth.clear()
+    options.clear()
     visible.clear()
+    hardware.reset()
     train.configure_tensorflow(_tiny().train)
     assert growth == [] and options == [{"disable_meta_optimizer": True}]
 
