@@ -8,11 +8,16 @@ inference. Every `save_epoch` epochs the generators are also written to
 `checkpoints/epochs/epoch_<NNN>` (outside the rotation, kept like the official code keeps its
 epoch files); `resolve_checkpoint(run_dir, "epoch_5")` finds them.
 
-Failure policy: a latest checkpoint that cannot be read (truncated or corrupt files) is skipped
-with a warning and the previous one is used; when none can be read, `CheckpointError` says so. A
-checkpoint that reads fine but holds another model (another config or version) is not damage:
-it raises `CheckpointError` at once, without falling back. A restore never silently ignores
-missing variables of the objects it restores.
+Failure policy: a latest checkpoint whose files are damaged (truncated, corrupt or missing) is
+skipped with one warning line naming the steps lost, and the previous one is used; when none can
+be read, `CheckpointError` says so. A checkpoint that reads fine but holds another model (another
+config or version) is not damage: it raises `CheckpointError` at once, without falling back. A
+restore never silently ignores missing variables of the objects it restores.
+
+Storage that fails for a moment is not damage either. GCS and NFS answer `UnavailableError`,
+`DeadlineExceededError` or `AbortedError` now and then; every checkpoint read and write is retried
+on those with backoff (`Retry`: 0.5, 1, 2, 4 s), and one that persists is `StorageUnavailableError`
+(never a fallback to an older checkpoint: the newer one may be perfectly fine).
 
 Multi-worker training (`cluster.py`): saving is collective, so every worker saves; only the
 chief's files land in the run directory. The other workers write each save to a temporary
@@ -22,11 +27,15 @@ and restore the checkpoint the chief chose (`restore`), read from the shared run
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 import uuid
+from collections.abc import Callable
 
 import tensorflow as tf
 from absl import logging
@@ -40,6 +49,64 @@ BEST_FILE = "best.json"
 
 class CheckpointError(errors.UserError):
     """A checkpoint or run directory is unusable; the message says which and what to do."""
+
+
+class StorageUnavailableError(CheckpointError):
+    """Reading or writing a checkpoint kept failing with a transient storage error (`TRANSIENT`)
+    through every retry: the storage is unavailable, which says nothing about the files."""
+
+
+# What storage answers when it is briefly unavailable (GCS, NFS): retried, never taken for damage.
+TRANSIENT = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError)
+
+
+@dataclasses.dataclass(frozen=True)
+class Retry:
+    """Calls a checkpoint read or write again after a transient storage error (`TRANSIENT`).
+
+    Attributes:
+      delays: seconds slept before each retry; their number is the number of retries.
+      sleep: how to sleep (tests pass a recorder, so that nothing sleeps).
+    """
+
+    delays: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+    sleep: Callable[[float], None] = time.sleep
+
+    def __call__(self, fn: Callable[[], object], what: str):
+        """`fn()`, retried on `TRANSIENT` errors.
+
+        Args:
+          fn: the read or write; it must be safe to call again after it failed.
+          what: what `fn` does, for the messages ("write checkpoint /run/checkpoints/ckpt-8").
+
+        Raises:
+          StorageUnavailableError: still a transient error after the last retry.
+        """
+        for attempt, delay in enumerate((*self.delays, None), start=1):
+            try:
+                return fn()
+            except TRANSIENT as e:
+                if delay is None:
+                    raise StorageUnavailableError(
+                        f"Could not {what}: {type(e).__name__} ({_first_line(e)}) on each of "
+                        f"{attempt} attempts over {sum(self.delays):g} s. The storage is "
+                        "unavailable, the checkpoints are not damaged: re-run the same command "
+                        "once it is back."
+                    ) from e
+                logging.warning(
+                    "Could not %s: %s (%s); retrying in %g s (retry %d of %d).",
+                    what,
+                    type(e).__name__,
+                    _first_line(e),
+                    delay,
+                    attempt,
+                    len(self.delays),
+                )
+                self.sleep(delay)
+
+
+# Every read and write of this module goes through RETRY (looked up at each call: tests replace it).
+RETRY = Retry()
 
 
 def checkpoint_dir(run_dir: str) -> str:
@@ -62,10 +129,10 @@ class Checkpointer:
         self.checkpoint = tf.train.Checkpoint(**objects)
         # Not created here: a worker that dies between saves leaves nothing behind.
         self._scratch = None if chief else _scratch_dir()
+        directory = checkpoint_dir(self._scratch or run_dir)
+        _probe_state(directory)  # the manager takes an unreadable state file for no checkpoint
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint,
-            checkpoint_dir(self._scratch or run_dir),
-            max_to_keep=max(2, max_to_keep),
+            self.checkpoint, directory, max_to_keep=max(2, max_to_keep)
         )
         generators = {k: objects[k] for k in ("g_ab", "g_ba") if k in objects}
         self._generators = tf.train.Checkpoint(**generators) if generators else None
@@ -84,9 +151,8 @@ class Checkpointer:
         if self._generators is None:
             return None
         name = f"epoch_{epoch:03d}"
-        path = self._generators.write(
-            os.path.join(rundir.epoch_checkpoint_dir(self._scratch or self.run_dir), name)
-        )
+        prefix = os.path.join(rundir.epoch_checkpoint_dir(self._scratch or self.run_dir), name)
+        path = RETRY(lambda: self._generators.write(prefix), f"write checkpoint {prefix}")
         return self._chief_path(path, rundir.epoch_checkpoint_dir(self.run_dir), name)
 
     def save(self, step: int) -> str:
@@ -98,7 +164,14 @@ class Checkpointer:
         latest = self.manager.latest_checkpoint
         if latest is not None and os.path.basename(latest) == f"ckpt-{step}":
             return self._chief_path(latest, checkpoint_dir(self.run_dir), f"ckpt-{step}", False)
-        path = self.manager.save(checkpoint_number=step)
+        counter = self.checkpoint.save_counter
+        writes = int(counter.numpy())
+
+        def save():  # the manager counts the write before it; a retry is still one write
+            counter.assign(writes)
+            return self.manager.save(checkpoint_number=step)
+
+        path = RETRY(save, f"write checkpoint {self.manager.directory}/ckpt-{step}")
         return self._chief_path(path, checkpoint_dir(self.run_dir), f"ckpt-{step}")
 
     def _chief_path(self, path: str, chief_dir: str, name: str, written: bool = True) -> str:
@@ -125,7 +198,12 @@ class Checkpointer:
             directory that is not on a filesystem every worker shares) or holds another model.
         """
         try:
-            self.checkpoint.restore(path).assert_existing_objects_matched()
+            RETRY(
+                lambda: self.checkpoint.restore(path).assert_existing_objects_matched(),
+                f"read checkpoint {path}",
+            )
+        except StorageUnavailableError:
+            raise
         except (AssertionError, ValueError, tf.errors.OpError, IndexError, OSError) as e:
             raise CheckpointError(
                 f"This worker cannot restore {path}, which the chief restored ({_first_line(e)}); "
@@ -148,7 +226,10 @@ class Checkpointer:
             return None
         return _restore_newest(
             candidates,
-            lambda path: self.checkpoint.restore(path).assert_existing_objects_matched(),
+            lambda path: RETRY(
+                lambda: self.checkpoint.restore(path).assert_existing_objects_matched(),
+                f"read checkpoint {path}",
+            ),
             "resumed from",
         )
 
@@ -181,6 +262,7 @@ def resolve_checkpoint(run_dir: str, checkpoint: str | None = None) -> str:
             "`cyclegan-tf train` (with a checkpoints/ folder)."
         )
     if checkpoint is None:
+        _probe_state(ckpt_dir)  # latest_checkpoint takes an unreadable state file for none
         path = tf.train.latest_checkpoint(ckpt_dir)
         if path is None:
             raise CheckpointError(f"{ckpt_dir!r} holds no checkpoint yet; train first.")
@@ -220,6 +302,8 @@ def restore_generators(path: str, g_ab=None, g_ba=None) -> None:
     """
     try:
         _restore_generators_raw(path, g_ab, g_ba)
+    except StorageUnavailableError:
+        raise
     except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as e:
         raise CheckpointError(
             f"Could not load generators from checkpoint {path!r}: {_first_line(e)}. Is config.json "
@@ -253,36 +337,44 @@ def restore_latest_generators(run_dir: str, g_ab=None, g_ba=None) -> str:
 
 def _restore_generators_raw(path: str, g_ab, g_ba) -> None:
     objects = {k: v for k, v in (("g_ab", g_ab), ("g_ba", g_ba)) if v is not None}
-    status = tf.train.Checkpoint(**objects).restore(path)
-    status.expect_partial()
-    status.assert_existing_objects_matched()
+
+    def restore():
+        status = tf.train.Checkpoint(**objects).restore(path)
+        status.expect_partial()
+        status.assert_existing_objects_matched()
+
+    RETRY(restore, f"read checkpoint {path}")
 
 
 def _restore_newest(candidates: list[str], restore, verb: str) -> str:
     """Restores the newest of `candidates` (newest first) that can be read.
 
-    A damaged checkpoint (missing, truncated or corrupt files) is skipped with a warning for the
-    previous one. A checkpoint that reads but whose objects do not fit (another model: another
-    config or version) is an error at once: an older checkpoint of the same run cannot help.
+    A damaged checkpoint (`_damaged`: missing, truncated or corrupt files) is skipped for the
+    previous one, with one warning line naming the step that is lost. Anything else is an error
+    at once: a checkpoint that reads but whose objects do not fit (another model: another config
+    or version; an older checkpoint of the same run cannot help), storage that stays unavailable
+    (`Retry`), or another failure to read (e.g. permissions) that says nothing about the files.
 
     Args:
       candidates: checkpoint path prefixes, newest first.
-      restore: path -> None, raising what `tf.train.Checkpoint.restore` and its assertions raise.
+      restore: path -> None, raising what `tf.train.Checkpoint.restore` and its assertions raise
+        (transient storage errors already retried: `StorageUnavailableError`).
       verb: how the warning names the fallback ("resumed from", "loaded").
 
     Returns:
       The restored path prefix.
 
     Raises:
-      CheckpointError: another model, or none of the candidates can be read.
+      CheckpointError: another model, none of the candidates readable, or not damage.
+      StorageUnavailableError: a transient storage error persisted through the retries.
     """
     failures = []
     for path in candidates:
         try:
             restore(path)
-        # AssertionError/ValueError: objects that do not fit; OpError: missing/corrupt files;
-        # IndexError: a truncated data file ("Read less bytes than requested").
-        except (AssertionError, ValueError) as e:
+        except StorageUnavailableError:
+            raise  # the storage, not the files: an older checkpoint is no answer
+        except (AssertionError, ValueError) as e:  # objects that do not fit, or an unreadable file
             if _index_readable(path):  # readable, yet the objects do not fit
                 raise CheckpointError(
                     f"{path} holds a different model than this config builds "
@@ -291,22 +383,91 @@ def _restore_newest(candidates: list[str], restore, verb: str) -> str:
                 ) from e
             failures.append((path, _first_line(e)))
         except (tf.errors.OpError, IndexError, OSError) as e:
+            if not _damaged(e):
+                raise CheckpointError(
+                    f"Could not read {path} ({type(e).__name__}: {_first_line(e)}); this is not "
+                    "damage to its files, so no older checkpoint was tried: fix the access to "
+                    "the storage and re-run."
+                ) from e
             failures.append((path, _first_line(e)))
         else:
             if failures:
-                logging.warning(
-                    "Checkpoint %s could not be read (%s); %s %s instead.",
-                    failures[0][0],
-                    failures[0][1],
-                    verb,
-                    path,
-                )
+                logging.warning(_fallback_line(failures, path, verb))
             return path
     raise CheckpointError(
         f"No readable checkpoint in {os.path.dirname(candidates[0])} (latest {failures[0][0]}: "
         f"{failures[0][1]}); the files are damaged: delete them, or pass --noresume "
         "--overwrite to start over."
     )
+
+
+# What damaged checkpoint files raise (TF 2.21, tried on truncated, garbled and deleted files):
+# a truncated data file IndexError ("Read less bytes than requested"), a garbled one
+# DataLossError, a missing index NotFoundError, a missing data file or a truncated or garbled
+# index an OpError with code UNKNOWN. Corrupt contents may also say INVALID_ARGUMENT or
+# OUT_OF_RANGE. Not damage: TRANSIENT (retried), permissions, exhausted resources, cancellation.
+_DAMAGE_CODES = frozenset(
+    (
+        tf.errors.DATA_LOSS,
+        tf.errors.NOT_FOUND,
+        tf.errors.UNKNOWN,
+        tf.errors.INVALID_ARGUMENT,
+        tf.errors.OUT_OF_RANGE,
+    )
+)
+
+
+def _damaged(error: BaseException) -> bool:
+    """Whether a failed read means that the checkpoint's files are damaged."""
+    if isinstance(error, tf.errors.OpError):
+        return error.error_code in _DAMAGE_CODES
+    if isinstance(error, OSError):
+        return not isinstance(error, PermissionError)
+    return isinstance(error, IndexError)
+
+
+def _fallback_line(failures: list[tuple[str, str]], path: str, verb: str) -> str:
+    """The one warning line of a fallback: the damaged newest checkpoint, why, what was used
+    instead and the steps lost."""
+    newest, reason = failures[0]
+    lost, kept = _step_in_name(newest), _step_in_name(path)
+    also = f" (and {len(failures) - 1} older one(s))" if len(failures) > 1 else ""
+    steps = (
+        f"steps {kept + 1}-{lost} are lost"
+        if lost is not None and kept is not None
+        else f"the steps of {os.path.basename(newest)} are lost"
+    )
+    return (
+        f"Checkpoint {newest} could not be read, its files are damaged ({reason}){also}; {verb} "
+        f"{path} instead: {steps}."
+    )
+
+
+def _step_in_name(path: str) -> int | None:
+    """N of a `ckpt-N` path prefix (the file name: the damaged file cannot be read)."""
+    match = re.fullmatch(r"ckpt-(\d+)", os.path.basename(path))
+    return int(match.group(1)) if match else None
+
+
+def _probe_state(directory: str) -> None:
+    """Reads `directory`'s `checkpoint` state file if there is one, retrying transient errors.
+
+    `tf.train.CheckpointManager` and `tf.train.latest_checkpoint` log a state file they cannot
+    read and go on as if the directory held no checkpoint: a resume would start again at step 0.
+
+    Raises:
+      StorageUnavailableError: the state file exists but stays unreadable.
+    """
+    state = os.path.join(directory, "checkpoint")
+
+    def read():
+        try:
+            with tf.io.gfile.GFile(state, "r") as f:
+                f.read()
+        except tf.errors.NotFoundError:
+            pass
+
+    RETRY(read, f"read {state}")
 
 
 def _best_checkpoint(run_dir: str) -> str:
@@ -328,7 +489,14 @@ def step_of(path: str) -> int | None:
     """The training step saved in a checkpoint, or None if it holds no `step` variable
     (generator-only checkpoints: kept epochs, imported runs, best/)."""
     try:
-        return int(tf.train.load_variable(path, "step/.ATTRIBUTES/VARIABLE_VALUE"))
+        return int(
+            RETRY(
+                lambda: tf.train.load_variable(path, "step/.ATTRIBUTES/VARIABLE_VALUE"),
+                f"read checkpoint {path}",
+            )
+        )
+    except StorageUnavailableError:
+        raise
     except (tf.errors.OpError, ValueError):
         return None
 
@@ -336,7 +504,12 @@ def step_of(path: str) -> int | None:
 def _index_readable(path: str) -> bool:
     """Whether the checkpoint's index (variable names and shapes) can be read."""
     try:
-        tf.train.load_checkpoint(path).get_variable_to_shape_map()
+        RETRY(
+            lambda: tf.train.load_checkpoint(path).get_variable_to_shape_map(),
+            f"read checkpoint {path}",
+        )
+    except StorageUnavailableError:
+        raise
     except (tf.errors.OpError, ValueError, IndexError, OSError):
         return False
     return True
