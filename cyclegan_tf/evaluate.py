@@ -411,6 +411,32 @@ def read_best(run_dir: str) -> dict | None:
         return None
 
 
+def inception_graph_for_training(
+    every_epochs: int, inception_graph: str | None = None
+) -> str | None:
+    """The Inception graph `train(eval_every_epochs=K)` will use, found before training starts.
+
+    An explicit `inception_graph` must exist; else the cached copy is used, or downloaded once. A
+    graph that is neither given, cached nor downloadable is an error now, not a warning that
+    training goes on without the evaluations it was asked for.
+
+    Returns:
+      The graph's path, or None when `every_epochs` is 0 (nothing is looked up).
+
+    Raises:
+      errors.ConfigError: `every_epochs` is not an integer >= 0.
+      metrics.MetricsError: no graph; one line naming --inception_graph and --eval_every_epochs.
+    """
+    if not _check_every_epochs(every_epochs):
+        return None
+    try:
+        return metrics.find_inception_graph(inception_graph)
+    except metrics.MetricsError as e:
+        raise metrics.MetricsError(
+            f"{str(e).rstrip('.')}, or drop --eval_every_epochs (its FID/KID need the graph)."
+        ) from None
+
+
 def training_evaluator(
     unpaired: data.Unpaired,
     run_dir: str,
@@ -420,37 +446,34 @@ def training_evaluator(
 ) -> TrainingEvaluator | None:
     """The evaluator `train(eval_every_epochs=K)` calls, or None when off or impossible.
 
-    Skipped with one warning line on stderr (training goes on) when the dataset has no test split
-    or the Inception graph is not cached and cannot be downloaded. An explicit `inception_graph`
-    that is not usable is an error instead (a mistyped path should not be trained past).
+    Skipped with one warning line on stderr (training goes on) when the dataset has no test
+    split. The Inception graph is `inception_graph_for_training`'s: without one, an error.
 
     Raises:
       errors.ConfigError: `every_epochs` < 0.
-      metrics.MetricsError: an explicit `inception_graph` that is missing or not the graph.
+      metrics.MetricsError: no Inception graph, or a file that is not the graph.
     """
-    if isinstance(every_epochs, bool) or not isinstance(every_epochs, int) or every_epochs < 0:
-        raise errors.ConfigError(
-            "eval_every_epochs must be an integer >= 0. Received: "
-            f"eval_every_epochs={every_epochs!r}"
-        )
-    if not every_epochs:
+    if not _check_every_epochs(every_epochs):
         return None
     if not unpaired.has_test:
         _warn(f"--eval_every_epochs skipped: {unpaired.name} has no test split (testA/, testB/).")
         return None
-    try:
-        graph = metrics.find_inception_graph(inception_graph)
-    except metrics.MetricsError as e:
-        if inception_graph is not None:
-            raise
-        _warn(f"--eval_every_epochs skipped: {e}")
-        return None
+    graph = inception_graph_for_training(every_epochs, inception_graph)
     features = metrics.InceptionFeatures(graph)
     try:
         return TrainingEvaluator(unpaired, features, run_dir, verbose=verbose)
     except BaseException:
         features.close()
         raise
+
+
+def _check_every_epochs(every_epochs) -> int:
+    if isinstance(every_epochs, bool) or not isinstance(every_epochs, int) or every_epochs < 0:
+        raise errors.ConfigError(
+            "eval_every_epochs must be an integer >= 0. Received: "
+            f"eval_every_epochs={every_epochs!r}"
+        )
+    return every_epochs
 
 
 def _warn(message: str) -> None:

@@ -217,10 +217,13 @@ def train(
     configure_tensorflow(config.train)
     strategy = trainer.make_strategy(config.train.strategy)
     task = cluster.Task.of(strategy)
-    opened = _open(config, output_dir, resume, overwrite, allow_data_change, task, strategy)
-    mode, config, precision_note, unpaired, record, file_checks = opened
+    evaluation = (eval_every_epochs if task.is_chief else 0, inception_graph)  # the chief's
+    opened = _open(
+        config, output_dir, resume, overwrite, allow_data_change, task, strategy, evaluation
+    )
+    mode, config, precision_note, unpaired, record, file_checks, graph = opened
     evaluator = evaluate.training_evaluator(  # the chief's: it writes best/ and the logs
-        unpaired, output_dir, eval_every_epochs if task.is_chief else 0, inception_graph, verbose
+        unpaired, output_dir, evaluation[0], graph, verbose
     )
 
     # 2. The state: built before anything is written, so a failing build leaves nothing behind.
@@ -332,28 +335,33 @@ def _create_and_restore(model, config, output_dir, mode, records, task, strategy
 _MODES = (rundir.NEW, rundir.RESUME, rundir.OVERWRITE)
 
 
-def _open(config, output_dir, resume, overwrite, allow_data_change, task, strategy):
-    """Phase 1 of `train`: what the start means, the data and the precision.
+def _open(config, output_dir, resume, overwrite, allow_data_change, task, strategy, evaluation):
+    """Phase 1 of `train`: what the start means, the Inception graph, the data and the precision.
 
-    The chief alone judges the run directory (`rundir.check`) and resolves the precision; every
-    worker loads the data (reusing the chief's `file_checks.json` when it can read it). All then
-    agree (`cluster.Agreement`): the others take the chief's decisions, and all stop when a
-    worker failed, was started with another config, or sees other training images.
+    The chief alone judges the run directory (`rundir.check`), finds the Inception graph of
+    `evaluation` ((eval_every_epochs, inception_graph); before the data, so that a missing graph
+    is an error within seconds: `evaluate.inception_graph_for_training`) and resolves the
+    precision; every worker loads the data (reusing the chief's `file_checks.json` when it can
+    read it). All then agree (`cluster.Agreement`): the others take the chief's decisions, and
+    all stop when a worker failed, was started with another config, or sees other training
+    images.
 
     Returns:
-      (mode, config with a concrete precision, precision note, Unpaired, DataRecord, FileChecks).
+      (mode, config with a concrete precision, precision note, Unpaired, DataRecord, FileChecks,
+      the Inception graph's path or None).
     """
     if config.data.batch_size % strategy.num_replicas_in_sync:
         raise errors.ConfigError(
             f"batch_size must be divisible by the {strategy.num_replicas_in_sync} replicas. "
             f"Received: batch_size={config.data.batch_size}"
         )
-    given, mode, note = config, None, None
+    given, mode, note, graph = config, None, None, None
     file_checks = data.FileChecks.read(os.path.join(output_dir, rundir.FILE_CHECKS))
     keys = ("mode", "precision", "config", "data")
     with cluster.Agreement(task, strategy, "open the run", keys) as opened:
         if task.is_chief:
             mode = rundir.check(config, output_dir, resume, overwrite)
+            graph = evaluate.inception_graph_for_training(*evaluation)
         unpaired = data.load(config.data, seed=config.train.seed, file_checks=file_checks)
         record = rundir.DataRecord.of(
             config.data.dataset,
@@ -387,7 +395,7 @@ def _open(config, output_dir, resume, overwrite, allow_data_change, task, strate
         mode = _MODES[chief["mode"]]
         precision = precision_lib.POLICIES[chief["precision"]]
         config, note = config.replace(precision=precision), f"{precision} (the chief's)"
-    return mode, config, note, unpaired, record, file_checks
+    return mode, config, note, unpaired, record, file_checks, graph
 
 
 class _Loop:

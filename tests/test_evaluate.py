@@ -206,7 +206,9 @@ def test_one_line_errors(run_dir, graph, tmp_path, monkeypatch):
         evaluate.evaluate(run_dir, "builtin", inception_graph=str(tmp_path / "nowhere.pb"))
 
 
-def test_training_evaluator_is_skipped_with_one_warning_line(tmp_path, monkeypatch, capsys):
+def test_training_evaluator_skips_without_a_test_split_and_fails_without_a_graph(
+    tmp_path, monkeypatch, capsys
+):
     dataset = _folder_dataset(tmp_path / "no_test", ("trainA", "trainB"))
     no_test = data.load(config.DataConfig(dataset=dataset, crop_size=16, load_size=16), 0)
     assert evaluate.training_evaluator(no_test, str(tmp_path), 0) is None
@@ -217,10 +219,11 @@ def test_training_evaluator_is_skipped_with_one_warning_line(tmp_path, monkeypat
     monkeypatch.setenv("CYCLEGAN_TF_CACHE", str(tmp_path / "empty_cache"))
     monkeypatch.setattr(urllib.request, "urlopen", _no_network)
     builtin = data.load(TINY.data, 0)
-    assert evaluate.training_evaluator(builtin, str(tmp_path), 1) is None
-    err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and metrics.DEFAULT_GRAPH_URL in err[0]
-    with pytest.raises(metrics.MetricsError):  # an explicit path must exist: not skipped
+    with pytest.raises(metrics.MetricsError) as error:  # no graph: an error, not a skip
+        evaluate.training_evaluator(builtin, str(tmp_path), 1)
+    assert _one_line(error) and metrics.DEFAULT_GRAPH_URL in str(error.value)
+    assert "--inception_graph=" in str(error.value) and "--eval_every_epochs" in str(error.value)
+    with pytest.raises(metrics.MetricsError):  # an explicit path must exist
         evaluate.training_evaluator(builtin, str(tmp_path), 1, str(tmp_path / "typo.pb"))
     with pytest.raises(errors.ConfigError, match="eval_every_epochs"):
         evaluate.training_evaluator(builtin, str(tmp_path), -1)

@@ -3,11 +3,16 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import urllib.error
+import urllib.request
 
-from cyclegan_tf import nativelog
+import pytest
+
+from cyclegan_tf import config, evaluate, metrics, nativelog, train
 
 # What TensorFlow's CPU-feature check logs before it aborts, on a CPU without the instructions
 # the wheel was built for (cpu_feature_guard.cc: LOG(FATAL), then abort()).
@@ -77,3 +82,72 @@ def test_fatal_lines_are_never_filtered():
     ]
     check = "F0000 00:00:1.0 1 cuda_executor.cc:1] Check failed: device != nullptr"
     assert nativelog.filter_lines(check, gpu_present=True) == [check]
+
+
+# -- --eval_every_epochs without the Inception graph ---------------------------------------------
+
+
+def _no_network(*args, **kwargs):
+    raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+
+def _assert_graph_error(message):
+    assert "\n" not in message.strip(), message
+    assert metrics.GRAPH_FLAG in message and "drop --eval_every_epochs" in message, message
+
+
+def test_eval_every_epochs_without_a_graph_fails_before_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("CYCLEGAN_TF_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.setattr(urllib.request, "urlopen", _no_network)
+    run = tmp_path / "run"
+    tiny = config.preset("tiny", max_steps=2, precision="float32")
+    with pytest.raises(metrics.MetricsError) as error:
+        train.train(tiny, str(run), verbose=0, eval_every_epochs=1)
+    _assert_graph_error(str(error.value))
+    assert not run.exists()  # nothing written, no checkpoint
+    with pytest.raises(metrics.MetricsError, match="does not exist") as error:
+        train.train(tiny, str(run), verbose=0, eval_every_epochs=1, inception_graph="typo.pb")
+    _assert_graph_error(str(error.value))
+    assert not run.exists()
+
+
+def test_the_graph_check_downloads_nothing_when_the_graph_is_given_or_cached(tmp_path, monkeypatch):
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("downloaded"))
+    given = tmp_path / "given.pb"
+    given.write_bytes(b"x")
+    assert evaluate.inception_graph_for_training(1, str(given)) == str(given)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with open(cache / metrics.GRAPH_FILE, "wb") as f:  # the expected size, sparse
+        f.truncate(metrics.GRAPH_SIZE)
+    monkeypatch.setenv("CYCLEGAN_TF_CACHE", str(cache))
+    assert evaluate.inception_graph_for_training(1) == str(cache / metrics.GRAPH_FILE)
+    assert evaluate.inception_graph_for_training(0) is None
+
+
+@pytest.mark.slow(seconds=15)
+def test_cli_eval_every_epochs_without_a_graph_is_one_line_exit_2(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "cyclegan_tf.cli", "train", "--preset=tiny", "--max_steps=2"]
+        + ["--precision=float32", "--eval_every_epochs=1", f"--output_dir={run}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        # No graph in the cache, and no network: every HTTP request goes to a closed port.
+        env=dict(
+            {k: v for k, v in os.environ.items() if k.lower() not in ("no_proxy", "http_proxy")},
+            CYCLEGAN_TF_CACHE=str(tmp_path / "empty_cache"),
+            http_proxy=f"http://127.0.0.1:{_closed_port()}",
+        ),
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith("cyclegan-tf: error: ") and len(proc.stderr.splitlines()) == 1
+    _assert_graph_error(proc.stderr)
+    assert "Starting at step" not in proc.stdout and not run.exists()
+
+
+def _closed_port():
+    with socket.socket() as s:  # a port just freed, where nothing listens: refused at once
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
