@@ -284,7 +284,19 @@ def _conv2d_forward_gradients(x, kernel):
     """`tf.nn.conv2d(x, kernel, 1, "VALID")` whose gradients are forward convolutions."""
 
     def grad(dy):
-        return _input_gradient(x, kernel, dy), _kernel_gradient(x, dy, kernel.shape)
+        if x.dtype == tf.bfloat16 and hardware.onednn():
+            # oneDNN's bfloat16 convolution (TF 2.21, AMX/AVX512_BF16 CPU) is wrong for large
+            # kernels over a few input channels: a 16x16 kernel over 4, 6, 8 or 12 channels gives
+            # ~100% relative error (12x12 over 8 too; 1, 3, 16 and 32 channels and kernels <= 9
+            # are right), and the forward kernel gradient is exactly such a convolution (dy as a
+            # kernel over the batch as channels). TensorFlow's own kernel-gradient op is right.
+            dk = tf.raw_ops.Conv2DBackpropFilter(
+                input=x, filter_sizes=tf.shape(kernel), out_backprop=dy,
+                strides=[1, 1, 1, 1], padding="VALID",
+            )  # fmt: skip
+        else:
+            dk = _kernel_gradient(x, dy, kernel.shape)
+        return _input_gradient(x, kernel, dy), dk
 
     return tf.nn.conv2d(x, kernel, 1, "VALID"), grad
 

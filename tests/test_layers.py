@@ -301,6 +301,36 @@ def test_conv_forward_gradients_equal_tensorflow_gradients(x_shape, kernel_shape
         fixtures.assert_within_float32_rounding(actual, expected, abs_sum, n)
 
 
+@pytest.mark.parametrize("batch", [1, 2, 4])
+def test_bfloat16_conv_forward_gradients_are_the_float32_ones_rounded(batch):
+    """The forward arm in bfloat16 (forced, so it runs on every host), batch 1, 2 and 4: with a
+    batch of 2 or 4 the kernel-gradient reformulation is a 32x32 "kernel" (dy) over 2 or 4
+    channels (the batch), which oneDNN's bfloat16 convolution got ~100% wrong on an AVX512_BF16
+    CPU (TF 2.21); the layer must give TensorFlow's gradients there on every host."""
+    import tensorflow as tf
+
+    x = tf.constant(_random((batch, 34, 34, 16)))
+    kernel = tf.constant(_random((3, 3, 16, 16), seed=1) * 0.1)
+    dy = tf.constant(_random((batch, 32, 32, 16), seed=2))
+    xb, kb, dyb = (tf.cast(t, tf.bfloat16) for t in (x, kernel, dy))
+    with tf.GradientTape() as tape:  # float32 of the bfloat16 inputs: the exact reference
+        tape.watch([xb, kb])
+        x32, k32 = tf.cast(xb, tf.float32), tf.cast(kb, tf.float32)
+        y = tf.nn.conv2d(x32, k32, 1, "VALID")
+    expected = tape.gradient(y, [x32, k32], output_gradients=tf.cast(dyb, tf.float32))
+    with hardware.force(conv_gradients="forward"):
+        with tf.GradientTape() as tape:
+            tape.watch([xb, kb])
+            y = layers._conv2d_forward_gradients(xb, kb)
+        actual = tape.gradient(y, [xb, kb], output_gradients=dyb)
+    for a, e in zip(actual, expected):
+        assert a.dtype == tf.bfloat16
+        # Accumulated in float32, rounded once to bfloat16 on the way out: 2^-9 relative per
+        # element, so at most 2^-9 of the norm (the sums themselves add ~1e-6 more).
+        err = np.linalg.norm(tf.cast(a, tf.float32).numpy() - e.numpy()) / np.linalg.norm(e)
+        assert err <= 2**-9 + 1e-4, err
+
+
 @pytest.mark.parametrize(
     "shape, perm",
     [
