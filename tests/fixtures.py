@@ -17,8 +17,10 @@ def make_run(run_dir, step=3, **overrides):
     """A run directory as training leaves it: config.json + a checkpoint of a tiny model.
 
     `overrides` are Config fields on top of the tiny preset (e.g. precision="mixed_bfloat16").
+    The precision is float32 unless given: tests compare the model's numbers with exports and
+    translations, which must not depend on what `auto` picks on the host.
     """
-    cfg = config.preset("tiny", **overrides)
+    cfg = config.preset("tiny", **{"precision": "float32", **overrides})
     model = trainer.CycleGAN(cfg, steps_per_epoch=4)
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, rundir.CONFIG_FILE), "w") as f:
