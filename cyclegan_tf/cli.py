@@ -7,13 +7,16 @@
     cyclegan-tf import-torch --weights=horse2zebra.pth --direction=a2b --output_dir=runs/h2z
 
 Exit codes: 0 done, 2 user error (one line on stderr, no traceback), 1 anything else,
-130/143 interrupted by SIGINT/SIGTERM after saving a checkpoint.
+130/143 interrupted by SIGINT/SIGTERM after saving a checkpoint (143 also on a worker of a
+cluster that stops because another one did, saved or not; one line says which).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 
 from absl import app, flags
@@ -237,9 +240,17 @@ def _train() -> int:
     # config, the dataset folder and the run directory.
     config = build_config()
     _check_dataset_folder(config.data.dataset)
-    if cluster.Task.from_environment(config.train.strategy).is_chief:  # the others never judge it
+    task = cluster.Task.from_environment(config.train.strategy)
+    if task.is_chief:  # the others never judge it
         rundir.check(config, FLAGS.output_dir, FLAGS.resume, FLAGS.overwrite)
     init_from = _init_from()
+    # On a worker of a cluster a signal is a request to stop from now on, also while TensorFlow
+    # is imported: exiting before joining the cluster would leave the others waiting for it.
+    with cluster.STOP.handling(True) if task.multi_worker else contextlib.nullcontext():
+        return _train_with(config, init_from, task.multi_worker)
+
+
+def _train_with(config, init_from, in_cluster: bool) -> int:
     _import_tensorflow_quietly()
     from cyclegan_tf import train
 
@@ -255,15 +266,21 @@ def _train() -> int:
             init_from=init_from,
         )
     except train.Interrupted as e:
+        saved = f"checkpoint saved to {e.path}" if e.path else "nothing saved (no step trained)"
+        cause = "another worker of the cluster received the signal; " if e.by_peer else ""
+        every = " on every worker" if in_cluster else ""
         print(
-            f"Interrupted at step {e.step}; checkpoint saved to {e.path}. Re-run the same command "
-            "to resume.",
+            f"Interrupted at step {e.step}; {cause}{saved}. Re-run the same command{every} to "
+            "resume.",
             file=sys.stderr,
         )
         # The checkpoint and logs are written and closed. Exit now: tearing down TensorFlow's
         # runtime and input threads took more than 20 s once under load, and a scheduler that
         # sent SIGTERM may kill the process a few seconds later.
         _exit_now(128 + e.signum)
+    except cluster.PeerLost as e:  # one line; no teardown that could wait on the lost worker
+        print(f"cyclegan-tf: {e}", file=sys.stderr)
+        _exit_now(128 + signal.SIGTERM)
     except train.NonFiniteLossError as e:
         print(f"cyclegan-tf: {e}", file=sys.stderr)
         return 1

@@ -24,16 +24,35 @@ through the coordination service, but it is a no-op on CPU VMs in Google Cloud (
 workers among them), probes the GCE metadata server at start, adds a variable to the checkpoint
 and saves without the loop's NaN check; this costs one scalar all-reduce per step instead.
 
+Before the loop (`STOP`, from the CLI's first line): a worker that simply exits leaves the others
+waiting. Before it has joined the cluster's runtime they wait for it to register (TensorFlow's
+default: an hour); after, TensorFlow's coordination service notices its missing heartbeats
+(~10 s here) and aborts their collectives. So on a worker of a cluster SIGINT/SIGTERM only
+request the stop at any moment: every `Agreement` of the start-up carries the request and all
+workers stop there together, nothing saved beyond what the run had; the loop's vote carries it
+later. Python runs a signal handler only between bytecodes, and a worker may sit in a collective
+for long (waiting for the chief's data checks), so a thread learns of each signal through
+`signal.set_wakeup_fd`. If the workers have not agreed to stop `GRACE_SECONDS` after the signal
+(counted from joining the cluster when it came earlier), or a second signal arrives, this worker
+ends at once without saving (`os._exit`: the runtime's teardown could itself wait on the others);
+the others then see their collectives aborted and stop with one line (`PeerLost`).
+
 This module imports TensorFlow only inside the functions that need it: the CLI reads the roles
 from TF_CONFIG before importing it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
+import select
+import signal
+import sys
+import threading
+import time
 from collections.abc import Sequence
 
 from cyclegan_tf import errors
@@ -41,8 +60,49 @@ from cyclegan_tf import errors
 TF_CONFIG = "TF_CONFIG"
 
 
+# After a signal, the longest a worker of a cluster waits for all workers to agree to stop; with
+# the ~10-15 s TensorFlow's coordination service takes to notice a worker gone, every worker ends
+# within a minute.
+GRACE_SECONDS = 25.0
+
+
 class ClusterError(errors.UserError):
     """The workers cannot train together (bad TF_CONFIG, a worker failed, they disagree)."""
+
+
+class Stopped(Exception):
+    """Every worker of the cluster agreed to stop at a start-up `Agreement` (a signal reached
+    `signum` on one of them; `by_peer`: not on this one)."""
+
+    def __init__(self, signum: int, by_peer: bool):
+        super().__init__(f"stopped by signal {signum}" + (" on another worker" if by_peer else ""))
+        self.signum, self.by_peer = signum, by_peer
+
+
+class PeerLost(ClusterError):
+    """Another worker stopped or vanished and the cluster's runtime aborted this worker's
+    collectives; `path` is the last checkpoint (None: none yet), `step` its step."""
+
+    def __init__(self, error: BaseException, path: str | None, step: int | None):
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        saved = f"the last checkpoint is {path} (step {step})" if path else "nothing was saved"
+        super().__init__(
+            f"Another worker of the cluster stopped or was lost ({type(error).__name__}: "
+            f"{first}); this worker stops too, {saved}. Re-run the same command on every worker "
+            "to resume."
+        )
+        self.path, self.step = path, step
+
+
+# What a collective raises once the cluster's runtime aborted it (a worker gone).
+_ABORTED = ("UnavailableError", "AbortedError", "CancelledError", "DeadlineExceededError")
+
+
+def peer_lost(error: BaseException, task: Task) -> bool:
+    """Whether `error` (raised on `task`) means that the cluster lost a worker."""
+    return task.multi_worker and (
+        type(error).__name__ in _ABORTED or "Collective ops is aborted" in str(error)
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,8 +189,9 @@ class Agreement:
     Inside, a worker sets `share(**values)` (integers, the same keys on every worker); on exit all
     workers exchange their rows. Afterwards `chief[key]` is the chief's value and `rows` every
     worker's. An exception inside is still exchanged (as a failed row) before it propagates; a
-    worker that did not fail raises `ClusterError` when another did. Outside a cluster nothing is
-    exchanged.
+    worker that did not fail raises `ClusterError` when another did. A stop requested on any
+    worker (`STOP`) travels in the rows too: then every worker raises `Stopped`. Outside a
+    cluster nothing is exchanged.
 
     Args:
       task: this process's `Task`.
@@ -139,8 +200,11 @@ class Agreement:
       keys: the integer values every worker shares, in order.
     """
 
-    def __init__(self, task: Task, strategy, what: str, keys: Sequence[str]):
+    def __init__(
+        self, task: Task, strategy, what: str, keys: Sequence[str], stoppable: bool = True
+    ):
         self.task, self.strategy, self.what, self.keys = task, strategy, what, tuple(keys)
+        self.stoppable = stoppable  # False: a stop request waits (the run is complete)
         self._values = dict.fromkeys(self.keys, 0)
         self.rows: list[dict[str, int]] = []
 
@@ -158,14 +222,19 @@ class Agreement:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        own = {"failed": int(exc is not None), "chief": int(self.task.is_chief), **self._values}
+        stop = (STOP.signum or 0) if self.stoppable else 0
+        own = {"failed": int(exc is not None), "chief": int(self.task.is_chief), "stop": stop}
+        own.update(self._values)
+        columns = ("failed", "chief", "stop", *self.keys)
         if not self.task.multi_worker:
             self.rows = [own]
             return False
         if exc is not None and not isinstance(exc, Exception):
             return False  # KeyboardInterrupt, SystemExit: this process stops at once
-        self.rows = _exchange(self.strategy, [own[k] for k in ("failed", "chief", *self.keys)])
-        self.rows = [dict(zip(("failed", "chief", *self.keys), row)) for row in self.rows]
+        if isinstance(exc, Exception) and peer_lost(exc, self.task):
+            return False  # the collectives are aborted: no exchange can happen
+        self.rows = _exchange(self.strategy, [own[k] for k in columns])
+        self.rows = [dict(zip(columns, row)) for row in self.rows]
         if exc is None:
             failed = [i for i, row in enumerate(self.rows) if row["failed"]]
             if failed:
@@ -173,6 +242,10 @@ class Agreement:
                     f"Worker {failed[0]} of the cluster could not {self.what} (its output says "
                     "why); this worker stops too. Fix that and start all workers again."
                 )
+            signums = [row["stop"] for row in self.rows if row["stop"]]
+            if signums:
+                STOP.agreed()
+                raise Stopped(stop or signal.SIGTERM, by_peer=not stop)  # as StopVote's
         return False
 
 
@@ -221,3 +294,137 @@ class StopVote:
             return local
         previous, self._previous = self._previous, outputs.pop(self.stop_key)
         return previous is not None and float(previous) > 0
+
+
+class StopSignals:
+    """SIGINT/SIGTERM turned into a request to stop (one per process: `STOP`).
+
+    `handling(in_cluster)` installs it for a block (re-entrant; main thread only; the request is
+    forgotten when the outermost block ends). Alone, a first signal sets `signum` (the loop saves
+    after the step and stops) and a second raises KeyboardInterrupt. On a worker of a cluster it
+    follows the module docstring's "Before the loop": train calls `joined()` once the cluster's
+    runtime is up and `agreed()` once all workers agreed to stop.
+    """
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._depth, self._previous, self._in_cluster = 0, {}, False
+        self._signals = 0
+        self._deadline_from: float | None = None  # the later of the signal and joining
+        self._joined = self._agreed = False
+        self._watcher: threading.Thread | None = None
+        self._done = threading.Event()
+        self._pipe: tuple[int, int] | None = None
+        self._old_wakeup = -1
+
+    @contextlib.contextmanager
+    def handling(self, in_cluster: bool):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        if self._depth == 0:
+            self._previous = {
+                sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
+            }
+        if in_cluster and not self._in_cluster:
+            self._in_cluster = True
+            self._start_watcher()
+        self._depth += 1
+        try:
+            yield self
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                self._reset()
+
+    def joined(self) -> None:
+        """The cluster's runtime is up: from now on a stop not agreed within GRACE_SECONDS ends
+        this worker alone."""
+        self._joined = True
+        if self.signum is not None and self._deadline_from is None:
+            self._deadline_from = time.monotonic()
+
+    def agreed(self) -> None:
+        """All workers agreed to stop (they save and end together): no deadline any more."""
+        self._agreed = True
+
+    def _handle(self, signum, frame):
+        del frame
+        if self._in_cluster:
+            if self._pipe is None:  # no wakeup descriptor: the handler tells the watcher
+                self._on_signal(signum)
+            return
+        if self.signum is not None:  # a second signal: the user insists
+            raise KeyboardInterrupt
+        self.signum = signum
+        _say(f"\nReceived signal {signum}: saving a checkpoint after this step...")
+
+    def _on_signal(self, signum: int) -> None:
+        """A signal on a worker of a cluster (the watcher thread, or the handler as fallback)."""
+        self._signals += 1
+        if self._signals > 1:
+            self._end_now("a second signal")
+        self.signum = signum
+        if self._joined:
+            self._deadline_from = time.monotonic()
+        _say(
+            f"\nReceived signal {signum}: every worker of the cluster stops at the next step or "
+            f"start-up point they all reach (within {GRACE_SECONDS:g} s); a second signal stops "
+            "this worker at once."
+        )
+
+    def _start_watcher(self) -> None:
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        try:
+            self._old_wakeup = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+            self._pipe = (read_end, write_end)
+        except ValueError:  # not possible here: the handler calls _on_signal itself
+            os.close(read_end)
+            os.close(write_end)
+        self._done.clear()
+        self._watcher = threading.Thread(target=self._watch, name="cyclegan_tf-stop", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        while not self._done.is_set():
+            if self._pipe is not None:
+                ready, _, _ = select.select([self._pipe[0]], [], [], 0.2)
+                data = os.read(self._pipe[0], 64) if ready else b""
+                for signum in data:
+                    if signum in (signal.SIGINT, signal.SIGTERM):
+                        self._on_signal(signum)
+            else:
+                self._done.wait(0.2)
+            since = self._deadline_from
+            if not self._agreed and since is not None:
+                if time.monotonic() - since > GRACE_SECONDS:
+                    self._end_now(f"no agreement with the other workers {GRACE_SECONDS:g} s after")
+
+    def _end_now(self, why: str) -> None:
+        _say(
+            f"cyclegan-tf: {why} signal {self.signum}: this worker stops now without saving "
+            "(the run keeps its last checkpoint); the other workers stop when they notice. "
+            "Re-run the same command on every worker to resume."
+        )
+        os._exit(128 + (self.signum or signal.SIGTERM))
+
+    def _reset(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        if self._watcher is not None:
+            self._done.set()
+            self._watcher.join()
+        if self._pipe is not None:
+            signal.set_wakeup_fd(self._old_wakeup)
+            for fd in self._pipe:
+                os.close(fd)
+        self.__init__()
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# The process's one StopSignals (signals are per process).
+STOP = StopSignals()

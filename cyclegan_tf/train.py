@@ -54,13 +54,22 @@ class NonFiniteLossError(RuntimeError):
 
 
 class Interrupted(Exception):
-    """SIGINT/SIGTERM arrived; a checkpoint was saved. `signum` says which signal (SIGTERM on a
-    worker whose peer received it: `by_peer`)."""
+    """SIGINT/SIGTERM arrived; a checkpoint was saved (`path`; None when stopped before training
+    started and the run had none). `signum` says which signal, `by_peer` that it reached another
+    worker of the cluster."""
 
-    def __init__(self, signum: int, step: int, path: str, by_peer: bool = False):
+    def __init__(self, signum: int, step: int, path: str | None, by_peer: bool = False):
         cause = "another worker's signal" if by_peer else f"signal {signum}"
         super().__init__(f"stopped by {cause} at step {step}; checkpoint {path}")
         self.signum, self.step, self.path, self.by_peer = signum, step, path, by_peer
+
+
+@dataclasses.dataclass
+class _Saved:
+    """The run's last checkpoint as this process knows it: what a stop reports."""
+
+    path: str | None = None
+    step: int = 0
 
 
 @dataclasses.dataclass
@@ -121,42 +130,6 @@ class Cadence:
         return step // self.steps_per_epoch
 
 
-class _StopSignals:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between steps (main thread only)."""
-
-    def __init__(self):
-        self.signum = None
-        self._previous = {}
-
-    def __enter__(self):
-        if _in_main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        del frame
-        if self.signum is not None:  # a second signal: the user insists
-            raise KeyboardInterrupt
-        self.signum = signum
-        print(
-            f"\nReceived signal {signum}: saving a checkpoint after this step...",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        return False
-
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
 def configure_tensorflow(train_config: config_lib.TrainConfig) -> None:
     """The process-wide TensorFlow settings a training process runs with (`train` calls it first).
 
@@ -208,15 +181,46 @@ def train(
     Raises:
       errors.UserError (RunDirError, data.DataError, checkpoints.CheckpointError, ConfigError).
       NonFiniteLossError: a loss became NaN/inf (no checkpoint of the bad weights is written).
-      Interrupted: SIGINT/SIGTERM arrived; a checkpoint of the last finished step was saved.
+      Interrupted: SIGINT/SIGTERM arrived; a checkpoint of the last finished step was saved (on
+        a cluster: on any worker, also during the start-up; `cluster.STOP`).
+      cluster.PeerLost: another worker of the cluster stopped without the others.
     """
     t_start = time.perf_counter()
+    task = cluster.Task.from_environment(config.train.strategy)
+    saved = _Saved()
+    signals = cluster.STOP.handling(True) if task.multi_worker else contextlib.nullcontext()
+    with signals:
+        try:
+            return _train(
+                config,
+                output_dir,
+                (resume, overwrite, allow_data_change),
+                (eval_every_epochs, inception_graph),
+                init_from,
+                verbose,
+                t_start,
+                saved,
+            )
+        except cluster.Stopped as e:  # at a start-up agreement: the last checkpoint is kept
+            raise Interrupted(e.signum, saved.step, saved.path, e.by_peer) from None
+        except tf.errors.OpError as e:
+            if not cluster.peer_lost(e, task):
+                raise
+            raise cluster.PeerLost(e, saved.path, saved.step) from e
+
+
+def _train(config, output_dir, start_flags, eval_flags, init_from, verbose, t_start, saved):
+    """`train`'s phases; `saved` follows the run's last checkpoint."""
+    resume, overwrite, allow_data_change = start_flags
+    eval_every_epochs, inception_graph = eval_flags
     # 1. Open the run. The process settings and the strategy first (a multi-worker strategy must
     #    exist before TensorFlow runs anything); then what the start means (decided by the chief
     #    alone, nothing written yet), the data and the precision, agreed by all workers.
     configure_tensorflow(config.train)
     strategy = trainer.make_strategy(config.train.strategy)
     task = cluster.Task.of(strategy)
+    if task.multi_worker:
+        cluster.STOP.joined()  # every worker has joined the cluster's runtime
     evaluation = (eval_every_epochs if task.is_chief else 0, inception_graph)  # the chief's
     opened = _open(
         config, output_dir, resume, overwrite, allow_data_change, task, strategy, evaluation
@@ -232,7 +236,7 @@ def train(
     with rundir.lock(output_dir) if task.is_chief else contextlib.nullcontext():
         # 3. The run directory (the chief's alone) and the restore.
         ckpt, restored = _create_and_restore(
-            model, config, output_dir, mode, (record, file_checks, init), task, strategy
+            model, config, output_dir, mode, (record, file_checks, init), task, strategy, saved
         )
         start = int(model.step.numpy())
         cadence = Cadence.of(
@@ -258,7 +262,7 @@ def train(
             verbose if task.is_chief else 0,
             t_start,
         )
-        loop.evaluator, loop.task = evaluator, task
+        loop.evaluator, loop.task, loop.saved = evaluator, task, saved
         try:
             loop.run(start, restored)
         finally:
@@ -267,7 +271,7 @@ def train(
 
     # 5. The end: the score on the built-in dataset (the chief's; the other workers wait, so
     #    that all end together).
-    with cluster.Agreement(task, strategy, "finish the run", ()):
+    with cluster.Agreement(task, strategy, "finish the run", (), stoppable=False):
         score = (
             _score_builtin(model, unpaired.builtin_dir, output_dir, verbose)
             if unpaired.builtin_dir and task.is_chief
@@ -304,7 +308,7 @@ def _init_generators(model, init_from, config, output_dir, mode, verbose) -> dic
     return init
 
 
-def _create_and_restore(model, config, output_dir, mode, records, task, strategy):
+def _create_and_restore(model, config, output_dir, mode, records, task, strategy, saved):
     """Phase 3: the chief writes the run directory and chooses the checkpoint (`restore_latest`
     skips damaged ones); every other worker restores exactly that one.
 
@@ -322,11 +326,14 @@ def _create_and_restore(model, config, output_dir, mode, records, task, strategy
         ckpt = checkpoints.Checkpointer(model.checkpoint_objects(), output_dir, keep, task.is_chief)
         restored = ckpt.restore_latest() if mode == rundir.RESUME and task.is_chief else None
         chosen.share(step=int(model.step.numpy()) if restored else -1)
+        if restored:
+            saved.path, saved.step = restored, int(model.step.numpy())
     with cluster.Agreement(task, strategy, "restore the chief's checkpoint", ()):
         if not task.is_chief and chosen.chief["step"] >= 0:
             restored = ckpt.restore(
                 os.path.join(rundir.checkpoint_dir(output_dir), f"ckpt-{chosen.chief['step']}")
             )
+            saved.path, saved.step = restored, chosen.chief["step"]
     if restored and int(model.seed.numpy()) != config.train.seed:
         raise RunDirError(f"{restored} was trained with seed {int(model.seed.numpy())}")
     return ckpt, restored
@@ -415,6 +422,7 @@ class _Loop:
         self.bar = None
         self.evaluator = None  # evaluate.TrainingEvaluator on "eval" events (set by train())
         self.task = cluster.Task()  # the cluster's chief alone writes logs, grids and metrics
+        self.saved = _Saved()  # the last checkpoint, shared with train() (set by train())
 
     def run(self, start: int, restored: str | None) -> None:
         self.step, self.last_saved = start, restored
@@ -436,7 +444,8 @@ class _Loop:
         # flag is read one step late (`cluster.StopVote`).
         vote = cluster.StopVote(self.task, trainer.STOP_KEY)
         t_loop = None
-        with _StopSignals() as stop, writer.as_default():
+        stop = cluster.STOP
+        with stop.handling(self.task.multi_worker), writer.as_default():
             while self.step < total:
                 self._maybe_new_bar()
                 t_step = time.perf_counter()
@@ -468,8 +477,11 @@ class _Loop:
                     self.evaluator(model, self.step)
                 if "keep_epoch" in events:
                     self.ckpt.keep_generators(self.cadence.epoch_of(self.step - 1) + 1)
+                if stopping:
+                    stop.agreed()  # every worker saves this step and ends
                 if "save" in events or stopping:  # every worker: saving is collective
                     self.last_saved = self.ckpt.save(self.step)
+                    self.saved.path, self.saved.step = self.last_saved, self.step
                 if stopping:
                     writer.flush()
                     signum = stop.signum or signal.SIGTERM

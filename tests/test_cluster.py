@@ -54,7 +54,7 @@ def test_outside_a_cluster_an_agreement_is_the_own_row_and_errors_pass_through()
     task, strategy = cluster.Task(), tf.distribute.get_strategy()
     with cluster.Agreement(task, strategy, "open the run", ("mode", "step")) as agreed:
         agreed.share(mode=2, step=7)
-    assert agreed.chief == {"failed": 0, "chief": 1, "mode": 2, "step": 7}
+    assert agreed.chief == {"failed": 0, "chief": 1, "stop": 0, "mode": 2, "step": 7}
     with pytest.raises(KeyError):
         with cluster.Agreement(task, strategy, "restore", ("step",)):
             raise KeyError("own error")

@@ -2,15 +2,18 @@
 --eval_every_epochs without the Inception graph, a signal to one worker of a cluster."""
 
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.error
 import urllib.request
 
 import pytest
+import test_train
 
 from cyclegan_tf import config, evaluate, metrics, nativelog, train
 
@@ -151,3 +154,63 @@ def _closed_port():
     with socket.socket() as s:  # a port just freed, where nothing listens: refused at once
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# -- SIGINT to one worker of a cluster at any moment ---------------------------------------------
+
+FAULT_ARGS = ["train", "--preset=tiny", "--batch_size=2", "--max_steps=200", "--precision=float32"]
+# When the signal is sent: (what runs then, the chief's output line to wait for or None for the
+# launch, the range of the random delay after it in seconds). The first two land in the start-up:
+# importing TensorFlow (the CLI's stop handling is installed ~0.2 s after launch), joining the
+# cluster, the start-up agreements (mode, precision, data; the run directory; the restore).
+MOMENTS = [
+    ("importing TensorFlow", None, (0.8, 2.0)),
+    ("joining the cluster and agreeing", None, (2.0, 6.0)),
+    ("after the start-up agreements", "Starting at step", (0.0, 0.5)),
+    ("training", "First step finished", (0.0, 1.0)),
+]
+ENDED_MESSAGES = (
+    "Interrupted at step",  # every worker stopped together
+    "Another worker of the cluster stopped or was lost",  # its collectives were aborted
+    "this worker stops now without saving",  # no agreement within cluster.GRACE_SECONDS
+)
+
+
+@pytest.mark.slow(seconds=90)
+def test_sigint_to_one_worker_at_random_moments_ends_every_worker_within_60_s(tmp_path):
+    rng = random.Random(20261207)
+    report = []
+    for index, (moment, marker, (low, high)) in enumerate(MOMENTS):
+        target, delay = rng.choice([0, 1]), rng.uniform(low, high)
+        run = tmp_path / f"run_{index}"
+        with test_train._Workers(tmp_path, [run, run], FAULT_ARGS) as workers:
+            if marker:
+                workers.wait_for(0, marker, timeout=300)
+            time.sleep(delay)
+            trained = "First step finished" in workers.text(0)
+            assert [p.poll() for p in workers.procs] == [None, None], workers.text(0)
+            workers.procs[target].send_signal(signal.SIGINT)
+            sent, ended = time.monotonic(), [None, None]
+            while None in ended and time.monotonic() - sent < 60:
+                for i, proc in enumerate(workers.procs):
+                    if ended[i] is None and proc.poll() is not None:
+                        ended[i] = time.monotonic() - sent
+                time.sleep(0.05)
+            time.sleep(0.2)  # the collector threads reach the end of the output
+            texts = [workers.text(0), workers.text(1)]
+            where = f"{moment} (worker {target}, {delay:.2f} s): {ended}\n" + "\n".join(
+                t[-1500:] for t in texts
+            )
+            assert None not in ended, where  # both within 60 s of the signal
+            codes = [p.returncode for p in workers.procs]
+            assert codes[target] == 128 + signal.SIGINT and codes[1 - target] == 143, where
+            for text in texts:
+                assert "Traceback" not in text and any(m in text for m in ENDED_MESSAGES), where
+            if all("Interrupted at step" in t for t in texts):  # together: the same step
+                steps = [int(t.split("Interrupted at step ")[1].split(";")[0]) for t in texts]
+                assert steps[0] == steps[1], where
+        report.append(
+            f"{moment}{' (training ran)' if trained else ''}: worker {target} "
+            f"signalled {delay:.2f} s in, ended after {ended[0]:.1f} / {ended[1]:.1f} s"
+        )
+    print("\n".join(report))

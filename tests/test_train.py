@@ -304,10 +304,10 @@ def _free_ports(n):
 
 class _Workers:
     """Two `cyclegan-tf train --strategy=multi_worker` processes on localhost (free ports from
-    the OS). Their output is collected by threads; on leaving the block, any still running is
-    killed, so a failing test leaves no process behind."""
+    the OS), with `args` (default MW_ARGS). Their output is collected by threads; on leaving the
+    block, any still running is killed, so a failing test leaves no process behind."""
 
-    def __init__(self, tmp_path, output_dirs):
+    def __init__(self, tmp_path, output_dirs, args=None):
         ports = _free_ports(2)
         self.procs, self.outputs, self.tmpdirs = [], [[], []], []
         for index, output_dir in enumerate(output_dirs):
@@ -324,7 +324,7 @@ class _Workers:
                 TF_CONFIG=json.dumps(tf_config),
                 TMPDIR=str(tmpdir),
             )
-            cmd = [sys.executable, "-u", "-m", "cyclegan_tf.cli", *MW_ARGS]
+            cmd = [sys.executable, "-u", "-m", "cyclegan_tf.cli", *(args or MW_ARGS)]
             cmd += ["--strategy=multi_worker", f"--output_dir={output_dir}"]
             proc = subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
