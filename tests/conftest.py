@@ -3,6 +3,10 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# On an Ampere+ GPU TensorFlow runs float32 convolutions and matmuls in TF32 (10-bit mantissa)
+# unless told not to; the tests' float32 tolerances are float32 rounding's. This NVIDIA variable
+# (cuBLAS/cuDNN) also reaches the CLI subprocesses the tests start. No effect without a GPU.
+os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")
 
 import pytest  # noqa: E402
 

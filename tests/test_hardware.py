@@ -266,7 +266,8 @@ LR = 2e-4
 @pytest.mark.slow(seconds=120)
 @pytest.mark.parametrize("prec", ["float32", "mixed_bfloat16"])
 def test_fast_arms_train_like_stock_tensorflow(prec):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    # The CPU arms on two logical CPUs: a GPU, if any, is hidden (its arms: test_gpu_audit.py).
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run(
         [sys.executable, "-c", ARMS_CHECK, json.dumps(CASES[prec])],
         capture_output=True, text=True, env=env, timeout=900,

@@ -321,6 +321,7 @@ class _Workers:
             env = dict(
                 os.environ,
                 TF_CPP_MIN_LOG_LEVEL="3",
+                CUDA_VISIBLE_DEVICES="",  # CPU workers, compared with two logical CPUs
                 TF_CONFIG=json.dumps(tf_config),
                 TMPDIR=str(tmpdir),
             )
@@ -400,8 +401,8 @@ def _close_to_mirrored(one, two, steps, lr=2e-4):
 @pytest.mark.slow(seconds=150)
 def test_two_workers_train_like_two_mirrored_devices_and_resume_after_sigterm(tmp_path):
     run_dir, mirrored_dir = tmp_path / "run", tmp_path / "mirrored"
-    # 1. The reference: one process on two logical devices.
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    # 1. The reference: one process on two logical devices (CPUs: `mirrored` would take a GPU).
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     reference = subprocess.run(
         [sys.executable, "-c", MIRRORED_CLI, *MW_ARGS, "--strategy=mirrored"]
         + [f"--output_dir={mirrored_dir}"],
