@@ -22,7 +22,7 @@ GENERATOR_MULTIPLES = {"resnet_9blocks": 4, "resnet_6blocks": 4, "unet_256": 256
 # Preprocessing that keeps each image's own size (batch 1) instead of cropping to crop_size.
 VARIABLE_SIZE_PREPROCESS = ("none", "scale_width")
 DISCRIMINATORS = ("basic", "n_layers", "pixel")
-NORMS = ("instance", "batch", "none")
+NORMS = ("instance", "instance_affine", "batch", "none")
 INITS = ("normal", "xavier", "kaiming", "orthogonal")
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 GAN_MODES = ("lsgan", "vanilla", "wgangp")

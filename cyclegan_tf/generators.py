@@ -193,7 +193,7 @@ def build_generator(
     Args:
       name: one of `config.GENERATORS`: resnet_9blocks | resnet_6blocks | unet_256 | unet_128.
       ngf: filters of the first conv layer (the official `--ngf`).
-      norm: instance | batch | none. Convs followed by batch norm have no bias.
+      norm: instance | instance_affine | batch | none. Convs followed by batch norm have no bias.
       init_type: normal | xavier | kaiming | orthogonal (see `layers.kernel_initializer`).
       init_gain: scale of the initial weights.
       dropout: dropout 0.5 in the ResNet blocks / the inner UNet decoder levels (the official
