@@ -128,7 +128,7 @@ def test_official_size_parameter_count():
     model = generators.build_generator("resnet_9blocks", ngf=64)
     layout = pretrained.Layout("resnet_9blocks", 64)
     entries = pretrained._entries(layout)
-    params, _ = pretrained._expected_keys(entries)
+    params, _ = pretrained._expected_keys(layout)
     assert len(params) == 48
     assert params[0] == "model.1.weight" and params[-1] == "model.26.bias"
     assert "model.19.weight" in params and "model.18.conv_block.5.weight" in params
@@ -184,7 +184,9 @@ def test_import_writes_a_run_that_load_run_translates_identically(tmp_path):
         record = json.load(f)
     assert record["directions"] == ["a2b", "b2a"]
     layout = {"generator": "resnet_6blocks", "ngf": 2, "dropout": True, "norm": "instance"}
-    assert record["layout"] == layout
+    assert {k: record["layout"][k] for k in layout} == layout
+    assert record["layout"]["family"] == "junyanz"
+    assert "6 blocks model.10-15.conv_block" in record["layout"]["found"]
     for direction, path in (("a2b", a2b), ("b2a", b2a)):
         with open(path, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()
@@ -288,14 +290,18 @@ def test_unknown_layouts_are_refused_naming_the_key():
     refused(
         {**base, "model.27.weight": base["model.26.weight"]}, r"unexpected key 'model\.27\.weight'"
     )
-    refused({**base, "model.2.weight": np.ones(2, np.float32)}, r"'model\.2\.weight'.*affine-free")
+    refused({**base, "model.5.weight": np.ones(4, np.float32)}, r"'model\.5\.weight'.*all affine")
     missing = dict(base)
     del missing["model.22.bias"]
-    refused(missing, r"key 'model\.22\.bias' of a resnet_9blocks generator is missing")
+    refused(missing, r"key 'model\.22\.bias' of the junyanz ResnetGenerator .* is missing")
     discriminator = {"model.0.weight": np.zeros((64, 3, 4, 4)), "model.0.bias": np.zeros(64)}
-    refused(discriminator, r"unexpected key 'model\.0\.weight'")
+    refused(discriminator, r"no known generator layout: it has keys like 'model\.0\.weight'")
     five_blocks = {k: v for k, v in base.items() if not k.startswith(("model.14.", "model.15."))}
-    refused(five_blocks, "with 7 residual blocks; only 6 and 9")
+    refused(
+        five_blocks,
+        r"x\.pth: model\.10\.conv_block\.\* looks like official blocks with affine-free norm, "
+        r"but 7 residual blocks were found; 6 or 9 \(resnet_6blocks, resnet_9blocks\) can be",
+    )
     refused({}, "matches no known generator layout")
 
 
