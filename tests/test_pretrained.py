@@ -123,6 +123,63 @@ def test_keras_generator_reproduces_torch_outputs(name, models):
     assert np.abs(reference["y_even"]).max() > 0.5  # a real signal, not a near-zero output
 
 
+# Community layouts (tests/make_torch_fixtures.py, write_community): file -> (reference, layout).
+_AITORZIP = {"family": "aitorzip"}
+_ALADDIN = {"family": "aladdinpersson", "down_padding": "reflect"}
+COMMUNITY = {
+    "aitorzip_block_affine_legacy": (
+        "aitorzip_block_affine",
+        pretrained.Layout(
+            "resnet_9blocks", 2, False, "instance_affine", block_name="block", **_AITORZIP
+        ),
+    ),
+    "aitorzip_block_affine_zip": (
+        "aitorzip_block_affine",
+        pretrained.Layout(
+            "resnet_9blocks", 2, False, "instance_affine", block_name="block", **_AITORZIP
+        ),
+    ),
+    "aitorzip_conv_block_affine": (
+        "aitorzip_conv_block_affine",
+        pretrained.Layout("resnet_6blocks", 3, False, "instance_affine", **_AITORZIP),
+    ),
+    "aitorzip_block": (
+        "aitorzip_block",
+        pretrained.Layout("resnet_6blocks", 2, block_name="block", **_AITORZIP),
+    ),
+    "aladdinpersson_legacy": ("aladdinpersson", pretrained.Layout("resnet_9blocks", 2, **_ALADDIN)),
+    "aladdinpersson_zip": ("aladdinpersson", pretrained.Layout("resnet_9blocks", 2, **_ALADDIN)),
+    "aladdinpersson_affine": (
+        "aladdinpersson_affine",
+        pretrained.Layout("resnet_6blocks", 2, False, "instance_affine", **_ALADDIN),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", COMMUNITY)
+def test_community_layouts_reproduce_torch_outputs(name):
+    """Each family's file (both pickle formats), recognised from names and shapes, imported and
+    run at a size that is a multiple of 4 and one that is not: PyTorch's outputs within float32
+    rounding (measured: a few 1e-6), so within one uint8 level."""
+    reference_name, layout = COMMUNITY[name]
+    state_dict = pretrained.load_state_dict(_path(name))
+    inferred = pretrained.infer_layout(state_dict, name)
+    assert inferred == layout
+    assert inferred.dropped_keys == ()
+    model = pretrained.to_keras(state_dict, inferred)
+    reference = np.load(os.path.join(DATA, f"{reference_name}.npz"))
+    x_even, x_odd = _float(reference["x_even"]), _float(reference["x_odd"])
+    assert x_odd.shape[1] % 4 and x_odd.shape[2] % 4
+    y_even = np.asarray(model(x_even, training=False))
+    y_odd = np.asarray(inference.pad_run_crop(model, x_odd, 4))
+    for got, want in ((y_even, reference["y_even"]), (y_odd, reference["y_odd"])):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+        levels = np.abs(np.round((got + 1) * 127.5) - np.round((want + 1) * 127.5))
+        assert levels.max() <= 1
+    assert np.abs(reference["y_even"]).max() > 0.5
+
+
 def test_official_size_parameter_count():
     # resnet_9blocks at ngf 64 as the official files hold it: 48 tensors, 11,378,179 values.
     model = generators.build_generator("resnet_9blocks", ngf=64)
