@@ -631,7 +631,7 @@ def _read_keras(path: str, data: bytes, direction: str) -> dict[str, np.ndarray]
         for name, value in params.items():
             state_dict[f"{kind}.{index}.{name}"] = value
     if epsilon is not None:
-        state_dict["epsilon"] = np.float32(epsilon)
+        state_dict["epsilon"] = np.float64(epsilon)  # not a tensor: the config's value
     return state_dict
 
 

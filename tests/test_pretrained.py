@@ -544,3 +544,137 @@ def test_cli_import_torch_end_to_end(tmp_path):
     proc = _cli("import-torch", f"--weights={evil}", f"--output_dir={tmp_path / 'evil_run'}")
     _one_line_exit_2(proc, "the file may be malicious")
     assert not marker.exists() and sorted(os.listdir(tmp_path)) == before
+
+
+# -- keras-io's generator (Keras weights) ------------------------------------------------------
+
+
+def _keras_io_generator(filters=4, n_blocks=6, epsilon=1e-3, name="generator_G", seed=0):
+    """keras-io's CycleGAN get_resnet_generator (examples/generative/cyclegan.py), written here for
+    Keras 3: tfa's InstanceNormalization is GroupNormalization(groups=-1) (epsilon 1e-3, learned
+    gamma and beta), strided convs and transposed convs are Keras "same", no conv bias but the
+    last; its own reflection-padding layer. Weights randomised (gamma around 1)."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="test_keras_io")
+    class ReflectionPadding2D(keras.layers.Layer):
+        def __init__(self, padding=(1, 1), **kwargs):
+            super().__init__(**kwargs)
+            self.padding = tuple(padding)
+
+        def call(self, x):
+            p, q = self.padding
+            return keras.ops.pad(x, [[0, 0], [q, q], [p, p], [0, 0]], mode="reflect")
+
+        def get_config(self):
+            return {**super().get_config(), "padding": self.padding}
+
+    def norm(x):
+        return keras.layers.GroupNormalization(groups=-1, epsilon=epsilon)(x)
+
+    layers = keras.layers
+    inputs = layers.Input((None, None, 3), name=f"{name}_img_input")
+    x = ReflectionPadding2D((3, 3))(inputs)
+    x = layers.Activation("relu")(norm(layers.Conv2D(filters, 7, use_bias=False)(x)))
+    for _ in range(2):
+        filters *= 2
+        x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False)(x)
+        x = layers.Activation("relu")(norm(x))
+    for _ in range(n_blocks):
+        y = layers.Conv2D(filters, 3, use_bias=False)(ReflectionPadding2D()(x))
+        y = layers.Activation("relu")(norm(y))
+        y = norm(layers.Conv2D(filters, 3, use_bias=False)(ReflectionPadding2D()(y)))
+        x = layers.add([x, y])
+    for _ in range(2):
+        filters //= 2
+        x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", use_bias=False)(x)
+        x = layers.Activation("relu")(norm(x))
+    x = layers.Conv2D(3, 7)(ReflectionPadding2D((3, 3))(x))
+    model = keras.Model(inputs, layers.Activation("tanh")(x), name=name)
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        scale = 0.3 if w.path.endswith(("gamma", "beta")) else 0.2
+        base = 1.0 if w.path.endswith("gamma") else 0.0
+        w.assign(base + scale * rng.standard_normal(w.shape).astype(np.float32))
+    return model
+
+
+@pytest.fixture(scope="module")
+def keras_io_files(tmp_path_factory):
+    """keras-io generators saved as .weights.h5, .keras, legacy .h5, and a CycleGan's whole
+    .weights.h5 (gen_G and gen_F), with the models that wrote them."""
+    import keras
+
+    root = tmp_path_factory.mktemp("keras_io")
+    g = _keras_io_generator(seed=0)
+    f = _keras_io_generator(n_blocks=6, name="generator_F", seed=1)
+    g.save_weights(str(root / "g.weights.h5"))
+    g.save(str(root / "g.keras"))
+    g.save(str(root / "g.h5"))  # Keras' legacy HDF5 format, the layout Keras 2 wrote
+
+    class CycleGan(keras.Model):  # keras-io's model keeps its generators as gen_G, gen_F
+        def __init__(self):
+            super().__init__()
+            self.gen_G, self.gen_F = g, f
+
+        def call(self, x):
+            return self.gen_G(x) + self.gen_F(x)
+
+    cycle = CycleGan()
+    cycle(np.zeros((1, 8, 8, 3), np.float32))
+    cycle.save_weights(str(root / "cyclegan.weights.h5"))
+    return {"root": root, "g": g, "f": f}
+
+
+@pytest.mark.parametrize("file", ["g.weights.h5", "g.keras", "g.h5"])
+def test_keras_io_generator_files_are_imported(keras_io_files, file):
+    path = str(keras_io_files["root"] / file)
+    state_dict, kind, _ = pretrained._read_weights(path, "a2b")
+    assert kind == "keras"
+    layout = pretrained.infer_layout(state_dict, path)
+    expected = {
+        "generator": "resnet_6blocks",
+        "ngf": 4,
+        "dropout": False,
+        "norm": "instance_affine",
+        "norm_epsilon": 1e-3,
+        "down_padding": "keras_same",
+        "upsampling": "keras_same",
+        "conv_bias": "output_only",
+    }
+    assert layout.family == "keras_io" and layout.architecture() == expected
+    model = pretrained.to_keras(state_dict, layout)
+    rng = np.random.default_rng(3)
+    for height, width in ((16, 20), (13, 18)):  # a multiple of 4 and not
+        x = _float(rng.integers(0, 256, (1, height, width, 3), np.uint8))
+        want = np.asarray(
+            inference.pad_run_crop(keras_io_files["g"], x, 4)
+        )  # the source model, padded alike
+        got = np.asarray(inference.pad_run_crop(model, x, 4))
+        # Same layers, same order of operations (the instance norm fused vs moments): float32
+        # rounding through ~20 layers, measured ~1e-6.
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+        assert np.abs(want).max() > 0.5
+
+
+def test_keras_io_cyclegan_weights_give_both_directions(keras_io_files, tmp_path):
+    path = str(keras_io_files["root"] / "cyclegan.weights.h5")
+    run_dir = str(tmp_path / "run")
+    pretrained.import_torch(path, "a2b", run_dir, weights_b2a=path)
+    config = rundir.require_config(run_dir).model
+    assert (config.norm, config.down_padding, config.upsampling, config.conv_bias) == (
+        "instance_affine",
+        "keras_same",
+        "keras_same",
+        "output_only",
+    )
+    with open(os.path.join(run_dir, pretrained.IMPORTED_FILE)) as f:
+        record = json.load(f)
+    assert record["layout"]["family"] == "keras_io"
+    assert record["sources"]["a2b"]["format"] == "keras"
+    run = inference.load_run(run_dir, precision="float32")
+    x = _float(np.random.default_rng(4).integers(0, 256, (1, 12, 16, 3), np.uint8))
+    for direction, source in (("a2b", "g"), ("b2a", "f")):
+        got = np.asarray(run.translator(direction).translate_float(x))
+        want = np.asarray(keras_io_files[source](x, training=False))
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
