@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import zipfile
 
 import fixtures
@@ -678,3 +679,56 @@ def test_keras_io_cyclegan_weights_give_both_directions(keras_io_files, tmp_path
         got = np.asarray(run.translator(direction).translate_float(x))
         want = np.asarray(keras_io_files[source](x, training=False))
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
+def test_community_refusals_say_what_was_found_and_what_is_needed():
+    def refused(state_dict, match):
+        with pytest.raises(pretrained.PretrainedError, match=match) as error:
+            pretrained.infer_layout(state_dict, "x.pth")
+        assert "\n" not in str(error.value)
+
+    fork = pretrained.load_state_dict(_path("aitorzip_block_affine_zip"))
+    # The issue's example: a fork with affine norms and `block`, two blocks short of 9.
+    seven = {k: v for k, v in fork.items() if not k.startswith(("model.17.", "model.18."))}
+    refused(
+        seven,
+        r"^x\.pth: model\.10\.block\.\* looks like aitorzip blocks with affine norm, but 7 "
+        r"residual blocks were found; 6 or 9 \(resnet_6blocks, resnet_9blocks\) can be imported",
+    )
+    renamed = {k.replace(".block.", ".res."): v for k, v in fork.items()}
+    refused(renamed, r"its residual blocks are model\.N\.res\.\*; blocks named model\.N\.conv_bl")
+    one_affine = {k: v for k, v in fork.items() if not k.startswith("model.5.")}
+    refused(one_affine, r"key 'model\.5\.weight' of the aitorzip ResnetGenerator .* is missing")
+    aladdin = pretrained.load_state_dict(_path("aladdinpersson_zip"))
+    four = {k: v for k, v in aladdin.items() if not re.match(r"res_blocks\.[4-8]\.", k)}
+    refused(four, r"res_blocks\.\* looks like aladdinpersson's Generator .* but 4 residual blocks")
+    # A recognised layout with a tensor of the wrong shape names the tensor.
+    layout = pretrained.infer_layout(fork)
+    bad = {**fork, "model.13.block.2.weight": np.ones(5, np.float32)}
+    with pytest.raises(pretrained.PretrainedError, match=r"model\.13\.block\.2\.weight has shape"):
+        pretrained.to_keras(bad, layout)
+
+
+def test_init_from_a_community_file_takes_its_generator_variant(tmp_path):
+    """train --init_from=<aladdinpersson .pth>: the variant without flags (reflect-padded
+    downsampling) comes from the file (`source_architecture`, which train applies first); the
+    flagged fields must be passed, else one line names the flag."""
+    weights = _path("aladdinpersson_zip")
+    cfg = config.preset("tiny", generator="resnet_9blocks", ngf=2, precision="float32")
+    adopted = pretrained.source_architecture(cfg, weights)
+    assert adopted.model.down_padding == "reflect" and cfg.model.down_padding == "zeros"
+    model = trainer.CycleGAN(adopted, steps_per_epoch=8)
+    record = pretrained.init_generators(
+        {"a2b": model.g_ab, "b2a": model.g_ba}, weights, adopted.model
+    )
+    assert record["layout"]["a2b"]["family"] == "aladdinpersson"
+    reference = np.load(os.path.join(DATA, "aladdinpersson.npz"))
+    got = np.asarray(inference.pad_run_crop(model.g_ab, _float(reference["x_odd"]), 4))
+    np.testing.assert_allclose(got, reference["y_odd"], rtol=0, atol=1e-4)
+    with pytest.raises(pretrained.PretrainedError, match=r"down_padding='reflect'.*zeros") as error:
+        pretrained.init_generators({"a2b": model.g_ab}, weights, cfg.model)
+    assert "\n" not in str(error.value)
+    with pytest.raises(pretrained.PretrainedError, match=r"pass --norm=instance_affine"):
+        affine = _path("aladdinpersson_affine")
+        six = pretrained.source_architecture(config.preset("tiny", ngf=2), affine)
+        pretrained.init_generators({"a2b": model.g_ab}, affine, six.model)
