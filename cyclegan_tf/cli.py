@@ -195,7 +195,12 @@ flags.DEFINE_string(
     "evaluate, train --eval_every_epochs: TTUR's classify_image_graph_def.pb (from "
     "inception-2015-12-05.tgz); default: the cached copy, downloaded once.",
 )
-flags.DEFINE_string("weights", None, "import-torch: the PyTorch generator .pth file.")
+flags.DEFINE_string(
+    "weights",
+    None,
+    "import-torch: the generator's weights: a PyTorch .pth (junyanz, aitorzip family, "
+    "aladdinpersson) or keras-io's Keras weights (.h5, .weights.h5, .keras).",
+)
 flags.DEFINE_string(
     "weights_b2a",
     None,
@@ -423,9 +428,21 @@ def _import_torch() -> int:
         record = json.load(f)
     layout = record["layout"]
     print(f"Imported into run directory {run_dir}", flush=True)
+    print(f"Layout found: {layout['found']}", flush=True)
+    variant = [
+        f"{key} {layout[key]}"
+        for key, default in (
+            ("down_padding", "zeros"),
+            ("upsampling", "torch"),
+            ("conv_bias", "auto"),
+            ("norm_epsilon", 1e-5),
+        )
+        if layout[key] != default
+    ]
     print(
         f"Architecture: {layout['generator']}, ngf {layout['ngf']}, dropout "
-        f"{'on' if layout['dropout'] else 'off'}, {layout['norm']} norm (recognised from the file)",
+        f"{'on' if layout['dropout'] else 'off'}, {layout['norm']} norm"
+        f"{''.join(', ' + v for v in variant)} (recognised from the file)",
         flush=True,
     )
     for d in record["directions"]:

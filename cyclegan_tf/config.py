@@ -22,8 +22,16 @@ GENERATOR_MULTIPLES = {"resnet_9blocks": 4, "resnet_6blocks": 4, "unet_256": 256
 # Preprocessing that keeps each image's own size (batch 1) instead of cropping to crop_size.
 VARIABLE_SIZE_PREPROCESS = ("none", "scale_width")
 DISCRIMINATORS = ("basic", "n_layers", "pixel")
-NORMS = ("instance", "batch", "none")
+NORMS = ("instance", "instance_affine", "batch", "none")
 INITS = ("normal", "xavier", "kaiming", "orthogonal")
+# ResNet generator variants, for generators trained by other code and imported (pretrained.py):
+# how the two stride-2 downsampling convs pad (PyTorch zeros, PyTorch padding_mode="reflect",
+# Keras "same"), how the two upsamplings align (PyTorch ConvTranspose2d(k3, s2, p1,
+# output_padding=1) or Keras Conv2DTranspose(k3, s2, "same"), one pixel apart), which convs have
+# biases (the official rule, or only the output conv) and the norms' epsilon.
+DOWN_PADDINGS = ("zeros", "reflect", "keras_same")
+UPSAMPLINGS = ("torch", "keras_same")
+CONV_BIASES = ("auto", "output_only")
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 GAN_MODES = ("lsgan", "vanilla", "wgangp")
 LR_POLICIES = ("linear", "constant")
@@ -146,7 +154,9 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The four networks. Names follow the official code (netG, netD, ngf, ndf, n_layers_D)."""
+    """The four networks. Names follow the official code (netG, netD, ngf, ndf, n_layers_D);
+    `norm_epsilon`, `down_padding`, `upsampling` and `conv_bias` describe ResNet generators
+    of other codebases (see DOWN_PADDINGS above)."""
 
     generator: str = "resnet_9blocks"
     discriminator: str = "basic"
@@ -157,6 +167,12 @@ class ModelConfig:
     init_type: str = "normal"
     init_gain: float = 0.02
     dropout: bool = False
+    # The generator variant (defaults: the official network). Set by import-torch and
+    # train --init_from from the layout of the imported weights (pretrained.py), not by flags.
+    norm_epsilon: float = 1e-5
+    down_padding: str = "zeros"
+    upsampling: str = "torch"
+    conv_bias: str = "auto"
 
     def __post_init__(self):
         _choice("generator", self.generator, GENERATORS)
@@ -166,6 +182,18 @@ class ModelConfig:
         for name in ("ngf", "ndf", "n_layers_d"):
             _positive(name, getattr(self, name))
         _check(self.init_gain > 0, f"init_gain must be > 0. Received: init_gain={self.init_gain}")
+        _check(
+            self.norm_epsilon > 0, f"norm_epsilon must be > 0. Received: {self.norm_epsilon!r}"
+        )
+        _choice("down_padding", self.down_padding, DOWN_PADDINGS)
+        _choice("upsampling", self.upsampling, UPSAMPLINGS)
+        _choice("conv_bias", self.conv_bias, CONV_BIASES)
+        variant = (self.down_padding, self.upsampling, self.conv_bias) != ("zeros", "torch", "auto")
+        _check(
+            not variant or self.generator.startswith("resnet"),
+            f"down_padding, upsampling and conv_bias are ResNet generator variants; "
+            f"generator={self.generator} takes the defaults (zeros, torch, auto).",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -72,7 +72,7 @@ def build_discriminator(
         (PatchGAN with `n_layers` layers) | pixel (1x1 PixelGAN).
       ndf: filters of the first conv layer (the official `--ndf`).
       n_layers: downsampling layers of the `n_layers` variant (ignored by the others).
-      norm: instance | batch | none. Convs followed by batch norm have no bias.
+      norm: instance | instance_affine | batch | none. Convs followed by batch norm have no bias.
       init_type: normal | xavier | kaiming | orthogonal (see `layers.kernel_initializer`).
       init_gain: scale of the initial weights.
       input_shape: `(height, width, channels)`; height and width may be None.

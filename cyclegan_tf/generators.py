@@ -23,11 +23,21 @@ from cyclegan_tf import precision as precision_lib
 
 @dataclasses.dataclass(frozen=True)
 class _Options:
-    """The arguments every layer of a generator shares."""
+    """The arguments every layer of a generator shares, and the ResNet variant (see
+    `build_generator`)."""
 
     norm: str
     init_type: str
     init_gain: float
+    norm_epsilon: float = 1e-5
+    down_padding: str = "zeros"
+    upsampling: str = "torch"
+    conv_bias: str = "auto"
+
+    def _bias(self, use_bias):
+        if use_bias is not None:
+            return use_bias
+        return self.conv_bias == "auto" and layers.use_bias(self.norm)
 
     def conv(self, x, filters, kernel_size, name, strides=1, padding=0, use_bias=None):
         return layers.conv2d(
@@ -36,11 +46,29 @@ class _Options:
             kernel_size,
             strides=strides,
             padding=padding,
-            use_bias=layers.use_bias(self.norm) if use_bias is None else use_bias,
+            use_bias=self._bias(use_bias),
             init_type=self.init_type,
             init_gain=self.init_gain,
             name=name,
         )
+
+    def down_conv(self, x, filters, name):
+        """The ResNet's k3 s2 downsampling: PyTorch's padding=1 (zeros or reflect) or Keras'
+        "same" (zero padding after only, on even sizes)."""
+        if self.down_padding == "reflect":
+            x = layers.ReflectionPadding2D(1, name=f"{name}_reflect")(x)
+            return self.conv(x, filters, 3, strides=2, name=name)
+        if self.down_padding == "keras_same":
+            return layers.Conv2D(
+                filters,
+                3,
+                strides=2,
+                padding="same",
+                use_bias=self._bias(None),
+                kernel_initializer=layers.kernel_initializer(self.init_type, self.init_gain),
+                name=name,
+            )(x)
+        return self.conv(x, filters, 3, strides=2, padding=1, name=name)
 
     def conv_transpose(self, x, filters, kernel_size, name, output_padding=0, use_bias=None):
         return layers.conv2d_transpose(
@@ -50,14 +78,31 @@ class _Options:
             strides=2,
             padding=1,
             output_padding=output_padding,
-            use_bias=layers.use_bias(self.norm) if use_bias is None else use_bias,
+            use_bias=self._bias(use_bias),
             init_type=self.init_type,
             init_gain=self.init_gain,
             name=name,
         )
 
+    def up_conv(self, x, filters, name):
+        """The ResNet's k3 s2 upsampling: PyTorch's padding=1, output_padding=1 (drops the first
+        row and column of the full result) or Keras' "same" (drops the last)."""
+        if self.upsampling == "keras_same":
+            return keras.layers.Conv2DTranspose(
+                filters,
+                3,
+                strides=2,
+                padding="same",
+                use_bias=self._bias(None),
+                kernel_initializer=layers.kernel_initializer(self.init_type, self.init_gain),
+                name=name,
+            )(x)
+        return self.conv_transpose(x, filters, 3, output_padding=1, name=name)
+
     def norm_layer(self, x, name):
-        return layers.normalization(self.norm, name=name, gamma_stddev=self.init_gain)(x)
+        return layers.normalization(
+            self.norm, name=name, gamma_stddev=self.init_gain, epsilon=self.norm_epsilon
+        )(x)
 
 
 def _resnet(
@@ -71,7 +116,7 @@ def _resnet(
     x = keras.layers.ReLU(name="in_relu")(x)
 
     for i in (1, 2):
-        x = o.conv(x, ngf * 2**i, 3, strides=2, padding=1, name=f"down{i}_conv")
+        x = o.down_conv(x, ngf * 2**i, name=f"down{i}_conv")
         x = o.norm_layer(x, name=f"down{i}_norm")
         x = keras.layers.ReLU(name=f"down{i}_relu")(x)
 
@@ -89,7 +134,7 @@ def _resnet(
         x = keras.layers.Add(name=f"block{b}_add")([x, y])
 
     for i in (1, 2):
-        x = o.conv_transpose(x, ngf * 2 ** (2 - i), 3, output_padding=1, name=f"up{i}_conv")
+        x = o.up_conv(x, ngf * 2 ** (2 - i), name=f"up{i}_conv")
         x = o.norm_layer(x, name=f"up{i}_norm")
         x = keras.layers.ReLU(name=f"up{i}_relu")(x)
 
@@ -187,13 +232,17 @@ def build_generator(
     input_shape: tuple[int | None, int | None, int] = (None, None, 3),
     model_name: str | None = None,
     output_channels: int = 3,
+    norm_epsilon: float = 1e-5,
+    down_padding: str = "zeros",
+    upsampling: str = "torch",
+    conv_bias: str = "auto",
 ) -> keras.Model:
     """Builds a generator as a Keras functional model.
 
     Args:
       name: one of `config.GENERATORS`: resnet_9blocks | resnet_6blocks | unet_256 | unet_128.
       ngf: filters of the first conv layer (the official `--ngf`).
-      norm: instance | batch | none. Convs followed by batch norm have no bias.
+      norm: instance | instance_affine | batch | none. Convs followed by batch norm have no bias.
       init_type: normal | xavier | kaiming | orthogonal (see `layers.kernel_initializer`).
       init_gain: scale of the initial weights.
       dropout: dropout 0.5 in the ResNet blocks / the inner UNet decoder levels (the official
@@ -202,6 +251,13 @@ def build_generator(
         `size_multiple(name)`, at least 8 for ResNets).
       model_name: Keras model name (default: `name`).
       output_channels: channels of the output image.
+      norm_epsilon: the norms' epsilon (PyTorch's 1e-5; Keras' GroupNormalization 1e-3).
+      down_padding: ResNets: the stride-2 downsampling convs pad with `zeros` (official) or
+        `reflect` (PyTorch `padding_mode="reflect"`), or Keras' `keras_same`.
+      upsampling: ResNets: `torch` (ConvTranspose2d k3 s2 p1 output_padding 1, official) or
+        `keras_same` (Conv2DTranspose k3 s2 "same", one pixel shifted).
+      conv_bias: `auto` (the official rule, `layers.use_bias`) or `output_only` (no bias but
+        the output conv's).
 
     Returns:
       A model mapping `(batch, height, width, channels)` float images in [-1, 1] to
@@ -218,12 +274,29 @@ def build_generator(
         raise ValueError(f"norm must be one of {', '.join(config.NORMS)}. Received: norm={norm!r}")
     layers.kernel_initializer(init_type, init_gain)  # validates both early
     _check_input_shape(input_shape, variant.size_multiple, name)
+    for arg, value, choices in (
+        ("down_padding", down_padding, config.DOWN_PADDINGS),
+        ("upsampling", upsampling, config.UPSAMPLINGS),
+        ("conv_bias", conv_bias, config.CONV_BIASES),
+    ):
+        if value not in choices:
+            raise ValueError(f"{arg} must be one of {', '.join(choices)}. Received: {value!r}")
+        if value != choices[0] and not name.startswith("resnet"):
+            raise ValueError(f"{arg}={value!r} is a ResNet variant; {name} takes {choices[0]}.")
 
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     outputs = variant.build(
         inputs,
         ngf=ngf,
-        options=_Options(norm=norm, init_type=init_type, init_gain=init_gain),
+        options=_Options(
+            norm=norm,
+            init_type=init_type,
+            init_gain=init_gain,
+            norm_epsilon=norm_epsilon,
+            down_padding=down_padding,
+            upsampling=upsampling,
+            conv_bias=conv_bias,
+        ),
         dropout=bool(dropout),
         output_channels=output_channels,
     )
@@ -272,4 +345,8 @@ def build_from_config(
             init_gain=model.init_gain,
             dropout=model.dropout,
             model_name=model_name,
+            norm_epsilon=model.norm_epsilon,
+            down_padding=model.down_padding,
+            upsampling=model.upsampling,
+            conv_bias=model.conv_bias,
         )

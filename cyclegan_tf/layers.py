@@ -1,10 +1,11 @@
 """Building blocks shared by the generators and discriminators.
 
 This module owns the pieces whose exact behaviour the official PyTorch CycleGAN fixes and Keras
-does not provide as-is: reflection padding, the normalization choices (affine-free instance norm
-on a fused kernel, batch norm, none), the weight initializers (`normal | xavier | kaiming |
-orthogonal`), PyTorch-aligned (transposed) convolutions, and `Conv2D`, whose gradients are forward
-convolutions on CPUs where TensorFlow's own gradient kernels are slow (`hardware.conv_gradients`).
+does not provide as-is: reflection padding, the normalization choices (instance norm, affine-free
+or affine, on a fused kernel; batch norm; none), the weight initializers (`normal | xavier |
+kaiming | orthogonal`), PyTorch-aligned (transposed) convolutions, and `Conv2D`, whose gradients
+are forward convolutions on CPUs where TensorFlow's own gradient kernels are slow
+(`hardware.conv_gradients`).
 Builders call `kernel_initializer` once per layer: an unseeded Keras initializer reused across
 layers would give every layer the same values.
 """
@@ -64,8 +65,10 @@ class ReflectionPadding2D(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="cyclegan_tf")
 class InstanceNormalization(keras.layers.GroupNormalization):
-    """Affine-free instance norm: `GroupNormalization(groups=-1, center=False, scale=False)`,
-    computed with one fused kernel where possible.
+    """Instance norm: `GroupNormalization(groups=-1)`, affine-free (`center=False, scale=False`,
+    PyTorch's `InstanceNorm2d(affine=False)`) or with a learned per-channel scale and offset
+    (`affine=True`: `InstanceNorm2d(affine=True)`, gamma 1 and beta 0 at first), computed with one
+    fused kernel where possible.
 
     For a batch of one image, instance norm is batch norm in training mode (statistics over height
     and width per channel), so the fused `FusedBatchNormV3` kernel and its fused gradient do the
@@ -81,22 +84,29 @@ class InstanceNormalization(keras.layers.GroupNormalization):
     bfloat16 in and out saves the two casts around each norm: bf16 paper step at 128 px 1.65 ->
     1.59 s, 70 MB less memory (bench/RESULTS.md).
 
+    With `affine`, gamma and beta are the fused kernel's scale and offset (float32 variables,
+    not autocast: the kernel takes them in float32 whatever the input's dtype), so the learned
+    part costs no extra op; their gradients come from the same fused gradient.
+
     Args:
       epsilon: added to the variance.
+      affine: whether the layer has a learned per-channel scale (gamma) and offset (beta).
       **kwargs: base layer arguments (`name`, `dtype`, ...).
     """
 
-    def __init__(self, epsilon: float = _NORM_EPSILON, **kwargs: Any):
+    def __init__(self, epsilon: float = _NORM_EPSILON, affine: bool = False, **kwargs: Any):
         for key in ("groups", "center", "scale"):
             kwargs.pop(key, None)  # fixed; present in configs written by get_config
-        super().__init__(groups=-1, center=False, scale=False, epsilon=epsilon, **kwargs)
+        affine = bool(affine)
+        super().__init__(groups=-1, center=affine, scale=affine, epsilon=epsilon, **kwargs)
+        self.affine = affine
 
     def call(self, inputs):
         if inputs.shape.rank != 4:
             return super().call(inputs)
         x = tf.cast(inputs, self.compute_dtype)
         if x.shape[0] == 1:
-            return self._fused(x)
+            return self._fused(x, self.gamma, self.beta)
         # [N, H, W, C] -> [1, H, W, N * C]: every (sample, channel) pair becomes a channel of one
         # image. Per channel the kernel computes what it computes for a batch of one, equal to
         # float rounding (its reductions split N * C channels differently: <= 3e-6 relative in
@@ -108,25 +118,34 @@ class InstanceNormalization(keras.layers.GroupNormalization):
         if x.shape[-1] is not None:
             c = x.shape[-1]
         y = tf.reshape(tf.transpose(x, [1, 2, 0, 3]), tf.stack([1, h, w, -1]))
-        y = tf.transpose(tf.reshape(self._fused(y), tf.stack([h, w, -1, c])), [2, 0, 1, 3])
+        scale = offset = None
+        if self.affine:  # channel n * C + c of the one image is channel c of sample n
+            batch = tf.shape(x)[0]
+            scale, offset = tf.tile(self.gamma, [batch]), tf.tile(self.beta, [batch])
+        y = self._fused(y, scale, offset)
+        y = tf.transpose(tf.reshape(y, tf.stack([h, w, -1, c])), [2, 0, 1, 3])
         y.set_shape(x.shape)
         return y
 
-    def _fused(self, x):
-        """Batch norm (training mode, no affine part) of [1, H, W, C], statistics in float32."""
+    def _fused(self, x, scale=None, offset=None):
+        """Batch norm (training mode) of [1, H, W, C], statistics in float32: times `scale`
+        plus `offset` (float32 [C]) if given, else no affine part."""
         channels = [x.shape[-1]] if x.shape[-1] is not None else tf.shape(x)[-1:]
         y, _, _ = tf.compat.v1.nn.fused_batch_norm(
             x,
-            tf.ones(channels, tf.float32),
-            tf.zeros(channels, tf.float32),
+            tf.ones(channels, tf.float32) if scale is None else scale,
+            tf.zeros(channels, tf.float32) if offset is None else offset,
             epsilon=self.epsilon,
             is_training=True,
         )
         return y
 
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "affine": self.affine}
+
 
 def normalization(
-    norm: str, name: str | None = None, gamma_stddev: float = 0.02
+    norm: str, name: str | None = None, gamma_stddev: float = 0.02, epsilon: float = _NORM_EPSILON
 ) -> keras.layers.Layer:
     """Returns a fresh normalization layer of the given kind.
 
@@ -135,12 +154,14 @@ def normalization(
     instance norm computes them in float32 inside its fused kernel and returns the compute dtype.
 
     Args:
-      norm: `instance` (per sample and channel, no affine parameters, eps 1e-5, like
-        `InstanceNorm2d(affine=False)`), `batch` (like `BatchNorm2d`, gamma ~ N(1, gamma_stddev),
-        beta 0) or `none` (identity).
+      norm: `instance` (per sample and channel, no affine parameters, like
+        `InstanceNorm2d(affine=False)`), `instance_affine` (the same with a learned per-channel
+        scale and offset, initially 1 and 0, like `InstanceNorm2d(affine=True)`), `batch` (like
+        `BatchNorm2d`, gamma ~ N(1, gamma_stddev), beta 0) or `none` (identity).
       name: layer name.
       gamma_stddev: standard deviation of the batch norm scale's initial values; the official code
-        uses the `init_gain` of the networks.
+        uses the `init_gain` of the networks (and leaves InstanceNorm2d's affine part at 1 and 0).
+      epsilon: added to the variance (PyTorch's 1e-5; Keras' GroupNormalization uses 1e-3).
 
     Returns:
       A layer mapping `(batch, height, width, channels)` to the same shape.
@@ -148,12 +169,12 @@ def normalization(
     Raises:
       ValueError: if `norm` is not one of `config.NORMS`.
     """
-    if norm == "instance":
-        return InstanceNormalization(epsilon=_NORM_EPSILON, name=name)
+    if norm in ("instance", "instance_affine"):
+        return InstanceNormalization(epsilon=epsilon, affine=norm == "instance_affine", name=name)
     if norm == "batch":
         return keras.layers.BatchNormalization(
             momentum=_BATCH_NORM_MOMENTUM,
-            epsilon=_NORM_EPSILON,
+            epsilon=epsilon,
             gamma_initializer=keras.initializers.RandomNormal(mean=1.0, stddev=gamma_stddev),
             dtype="float32",
             name=name,
@@ -166,10 +187,11 @@ def normalization(
 def use_bias(norm: str) -> bool:
     """Whether a convolution followed by `norm` carries a bias.
 
-    The official code sets `use_bias = norm_layer == nn.InstanceNorm2d`: only instance norm keeps
-    the biases (batch norm's beta makes them redundant, and `norm="none"` drops them too).
+    The official code sets `use_bias = norm_layer == nn.InstanceNorm2d` (true for a
+    `functools.partial(nn.InstanceNorm2d, affine=True)` too): only instance norm keeps the biases
+    (batch norm's beta makes them redundant, and `norm="none"` drops them too).
     """
-    return norm == "instance"
+    return norm in ("instance", "instance_affine")
 
 
 def kernel_initializer(init_type: str, gain: float = 0.02) -> keras.initializers.Initializer:

@@ -4,13 +4,8 @@ This module owns the way from a `.pth` file of the official junyanz/pytorch-Cycl
 code (e.g. its pretrained `horse2zebra.pth`) to a run directory that `inference.load_run`,
 `translate` and `export` use like a trained one:
 
-1. `load_state_dict` reads a PyTorch `state_dict` file in either format PyTorch writes: the legacy
-   stream (PyTorch < 1.6, all official files: a few header pickles, the state_dict pickle, then the
-   raw storages) and the zip archive (PyTorch >= 1.6: `<top>/data.pkl` + `<top>/data/<key>`). A
-   `.pth` is a pickle, and loading a pickle runs whatever callables it names; here an unpickler
-   resolves only the handful of names a state_dict needs (`collections.OrderedDict`,
-   `torch._utils._rebuild_tensor_v2`, the typed storage classes) to local stand-ins that build
-   numpy arrays, and refuses every other name before anything is called.
+1. `load_state_dict` reads a PyTorch `state_dict` file through `torch_pickle` (both formats
+   `torch.save` writes; nothing in the pickle is executed).
 2. `infer_layout` recognises the architecture from keys and shapes (resnet_9blocks /
    resnet_6blocks / unet_256 / unet_128, `ngf`, dropout) and drops the InstanceNorm running
    statistics PyTorch 0.4 saved (the official loader deletes them too).
@@ -36,22 +31,19 @@ import datetime
 import hashlib
 import io
 import json
-import math
 import os
-import pickle
 import re
 import shutil
-import struct
 import uuid
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 import cyclegan_tf
-from cyclegan_tf import checkpoints, errors, generators, rundir
+from cyclegan_tf import checkpoints, errors, generators, rundir, torch_pickle
 from cyclegan_tf import config as config_lib
 
 # The directions and their checkpoint object names, as in `inference.DIRECTIONS` and
@@ -61,11 +53,10 @@ GENERATOR_NAMES = {"a2b": "g_ab", "b2a": "g_ba"}
 IMPORTED_FILE = rundir.IMPORTED_FILE  # "imported.json"; `rundir.check` refuses to train into it
 INIT_FILE = rundir.INIT_FILE  # "init.json", see `init_generators`
 
-# The legacy format's first two pickles (torch/serialization.py).
-_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-_LEGACY_PROTOCOL = 1001
-_ZIP_MAGIC = b"PK\x03\x04"
 _RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
+# The config.ModelConfig fields a generator's weights fix; the variant ones have no flags.
+_VARIANT_FIELDS = ("norm_epsilon", "down_padding", "upsampling", "conv_bias")
+ARCHITECTURE_FIELDS = ("generator", "ngf", "dropout", "norm", *_VARIANT_FIELDS)
 
 
 class PretrainedError(errors.UserError):
@@ -76,363 +67,25 @@ class PretrainedError(errors.UserError):
 # -- reading state_dict files ----------------------------------------------------------------
 
 
-class _StorageType:
-    """Stands in for `torch.FloatStorage` & co., which a state_dict names only as dtype tags."""
-
-    __slots__ = ("name", "dtype")
-
-    def __init__(self, name: str, dtype: str):
-        self.name = name
-        self.dtype = dtype
-
-    def __call__(self, *args, **kwargs):
-        raise _Refused(f"it calls {self.name}, which a state_dict never does")
-
-    def __setstate__(self, state):
-        raise _Refused(f"it sets the state of {self.name}, which a state_dict never does")
-
-
-# numpy has no bfloat16: its storages are read as uint16 and widened to float32.
-_STORAGE_TYPES = {
-    f"torch.{name}Storage": _StorageType(f"torch.{name}Storage", dtype)
-    for name, dtype in (
-        ("Float", "<f4"),
-        ("Double", "<f8"),
-        ("Half", "<f2"),
-        ("BFloat16", "bfloat16"),
-        ("Long", "<i8"),
-        ("Int", "<i4"),
-        ("Short", "<i2"),
-        ("Char", "i1"),
-        ("Byte", "u1"),
-        ("Bool", "?"),
-    )
-}
-
-
-def _itemsize(dtype: str) -> int:
-    return 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
-
-
-class _Storage:
-    """A storage the pickle references by persistent id; its bytes are attached later."""
-
-    __slots__ = ("dtype", "key", "numel", "offset", "data")
-
-    def __init__(self, dtype: str, key: str, numel: int, offset: int = 0):
-        self.dtype = dtype
-        self.key = key
-        self.numel = numel
-        self.offset = offset  # elements into the root storage (legacy storage views)
-        self.data: np.ndarray | None = None  # the root storage's elements, once read
-
-    def __setstate__(self, state):
-        raise _Refused("it sets the state of a storage, which a state_dict never does")
-
-
-class _Tensor:
-    """A tensor as `_rebuild_tensor_v2` describes it; `to_numpy` reads it once storages are in."""
-
-    __slots__ = ("storage", "offset", "size", "stride")
-
-    def __init__(self, storage: _Storage, offset: int, size: tuple, stride: tuple):
-        self.storage = storage
-        self.offset = offset
-        self.size = size
-        self.stride = stride
-
-    def __setstate__(self, state):
-        raise _Refused("it sets the state of a tensor, which a state_dict never does")
-
-    def to_numpy(self) -> np.ndarray:
-        storage = self.storage
-        if storage.data is None:
-            raise _Corrupt(f"storage {storage.key!r} has no data")
-        start = storage.offset + self.offset
-        # Bounds first: as_strided reads whatever memory the strides point at.
-        count = math.prod(self.size)  # exact: no int64 overflow to slip past the checks
-        last = start + sum((n - 1) * s for n, s in zip(self.size, self.stride) if n > 0)
-        if count and (start < 0 or last >= storage.numel + storage.offset or count > storage.numel):
-            raise _Corrupt(
-                f"a tensor of shape {list(self.size)} reads past its storage {storage.key!r}"
-            )
-        flat = storage.data
-        if not count:
-            array = np.zeros(self.size, flat.dtype)
-        else:
-            base = flat[start:]
-            array = np.lib.stride_tricks.as_strided(
-                base, self.size, [s * flat.itemsize for s in self.stride], writeable=False
-            ).copy()
-        if storage.dtype == "bfloat16":
-            array = (array.astype(np.uint32) << 16).view(np.float32)
-        return array
-
-
-class _StateDict(collections.OrderedDict):
-    """`collections.OrderedDict` for the unpickler: the `_metadata` state it gets is dropped."""
-
-    def __setstate__(self, state):
-        # PyTorch keeps per-module version numbers in `_metadata`; they mean nothing here, and
-        # accepting no other attribute keeps BUILD from touching anything.
-        pass
-
-
-def _int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _int_tuple(value) -> bool:
-    return isinstance(value, tuple) and all(_int(v) and v >= 0 for v in value)
-
-
-def _rebuild_tensor(storage, storage_offset, size, stride, *unused) -> _Tensor:
-    """`torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks)`."""
-    if not (
-        isinstance(storage, _Storage)
-        and _int(storage_offset)
-        and storage_offset >= 0
-        and _int_tuple(size)
-        and _int_tuple(stride)
-        and len(size) == len(stride)
-    ):
-        raise _Corrupt("a tensor is described with arguments PyTorch never writes")
-    return _Tensor(storage, storage_offset, size, stride)
-
-
-def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *unused) -> _Tensor:
-    """`torch._utils._rebuild_parameter`: an `nn.Parameter` (a state_dict saved with keep_vars)."""
-    if not isinstance(data, _Tensor):
-        raise _Corrupt("a parameter wraps something other than a tensor")
-    return data
-
-
-class _Global:
-    """An allow-listed global: calls `fn`, refuses to have its state set."""
-
-    __slots__ = ("name", "fn")
-
-    def __init__(self, name: str, fn: Callable):
-        self.name = name
-        self.fn = fn
-
-    def __call__(self, *args):
-        return self.fn(*args)
-
-    def __setstate__(self, state):
-        raise _Refused(f"it sets the state of {self.name}, which a state_dict never does")
-
-
-_GLOBALS: dict[str, object] = {
-    "collections.OrderedDict": _Global("collections.OrderedDict", _StateDict),
-    "torch._utils._rebuild_tensor_v2": _Global("torch._utils._rebuild_tensor_v2", _rebuild_tensor),
-    "torch._utils._rebuild_parameter": _Global(
-        "torch._utils._rebuild_parameter", _rebuild_parameter
-    ),
-    **_STORAGE_TYPES,
-}
-
-
-class _Refused(Exception):
-    """Raised inside unpickling for a name or call a state_dict never needs."""
-
-
-class _Corrupt(Exception):
-    """Raised inside reading for data that no PyTorch version writes."""
-
-
-class _Unpickler(pickle.Unpickler):
-    """Resolves only `_GLOBALS`; storages by persistent id through `storage_for`."""
-
-    def __init__(self, file, storage_for: Callable | None = None):
-        super().__init__(file)
-        self._storage_for = storage_for
-
-    def find_class(self, module: str, name: str):
-        target = _GLOBALS.get(f"{module}.{name}")
-        if target is None:
-            raise _Refused(f"it references {module}.{name}, which a state_dict never needs")
-        return target
-
-    def persistent_load(self, pid):
-        if self._storage_for is None or not (isinstance(pid, tuple) and pid[:1] == ("storage",)):
-            raise _Corrupt("an object is referenced by an id PyTorch never writes")
-        return self._storage_for(pid)
-
-
-def _check_pid(pid: tuple, length: int) -> tuple[_StorageType, str, int]:
-    """(storage type, key, element count) of a ('storage', type, key, location, numel, ...) id."""
-    if not (
-        len(pid) == length
-        and isinstance(pid[1], _StorageType)
-        and isinstance(pid[2], str)
-        and re.fullmatch(r"[\w.-]{1,64}", pid[2])
-        and _int(pid[4])
-        and pid[4] >= 0
-    ):
-        raise _Corrupt(f"a storage is referenced as {pid!r:.100}")
-    return pid[1], pid[2], pid[4]
-
-
-def _read_legacy(data: bytes) -> dict:
-    """The pre-1.6 stream: magic, protocol, sys_info, the object, storage keys, raw storages."""
-    f = io.BytesIO(data)
-    if _Unpickler(f).load() != _LEGACY_MAGIC:
-        raise _Corrupt("wrong magic number")
-    if _Unpickler(f).load() != _LEGACY_PROTOCOL:
-        raise _Corrupt("unknown legacy protocol version")
-    sys_info = _Unpickler(f).load()
-    if not isinstance(sys_info, dict) or sys_info.get("little_endian") is not True:
-        raise _Corrupt("saved on a big-endian machine or without system info")
-
-    roots: dict[str, _Storage] = {}
-
-    def storage_for(pid):
-        storage_type, key, numel = _check_pid(pid, 6)
-        root = roots.setdefault(key, _Storage(storage_type.dtype, key, numel))
-        if root.dtype != storage_type.dtype or root.numel != numel:
-            raise _Corrupt(f"storage {key!r} is referenced with two types or sizes")
-        view = pid[5]
-        if view is None:
-            return root
-        # PyTorch < 1.0 could save views of a storage: (view key, offset, size).
-        if not (isinstance(view, tuple) and len(view) == 3 and _int(view[1]) and _int(view[2])):
-            raise _Corrupt(f"storage view {view!r:.100}")
-        if view[1] < 0 or view[2] < 0 or view[1] + view[2] > numel:
-            raise _Corrupt(f"a view of storage {key!r} reaches past its end")
-        shared = _Storage(root.dtype, key, view[2], view[1])
-        shared.data = root  # resolved to the root's elements below
-        return shared
-
-    state_dict = _Unpickler(f, storage_for).load()
-    keys = _Unpickler(f).load()
-    if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
-        raise _Corrupt("the storage key list is malformed")
-    for key in keys:
-        if key not in roots:
-            raise _Corrupt(f"storage {key!r} is not used by any tensor")
-        root = roots[key]
-        header = f.read(8)
-        if len(header) < 8:
-            raise _Corrupt("the file is truncated")
-        (numel,) = struct.unpack("<q", header)
-        if numel != root.numel:
-            raise _Corrupt(f"storage {key!r} holds {numel} elements, not {root.numel}")
-        root.data = _frombuffer(f.read(numel * _itemsize(root.dtype)), root, numel)
-    _resolve_views(state_dict)
-    return state_dict
-
-
-def _read_zip(data: bytes) -> dict:
-    """The >= 1.6 archive: `<top>/data.pkl` and one raw file per storage in `<top>/data/`."""
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        names = archive.namelist()
-        pickles = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
-        if len(pickles) != 1:
-            raise _Corrupt("a zip archive without exactly one <top>/data.pkl")
-        top = pickles[0][: -len("/data.pkl")]
-
-        def read(name: str) -> bytes:
-            # torch.save stores members uncompressed; refusing compressed ones bounds every read
-            # by the file's size (no zip bombs).
-            if archive.getinfo(name).compress_type != zipfile.ZIP_STORED:
-                raise _Corrupt(f"{name} is compressed, which torch.save never does")
-            return archive.read(name)
-
-        order = read(f"{top}/byteorder") if f"{top}/byteorder" in names else b"little"
-        if order.strip() != b"little":
-            raise _Corrupt("saved on a big-endian machine")
-        storages: dict[str, _Storage] = {}
-
-        def storage_for(pid):
-            storage_type, key, numel = _check_pid(pid, 5)
-            if key in storages:
-                storage = storages[key]
-                if storage.dtype != storage_type.dtype or storage.numel != numel:
-                    raise _Corrupt(f"storage {key!r} is referenced with two types or sizes")
-                return storage
-            name = f"{top}/data/{key}"
-            nbytes = numel * _itemsize(storage_type.dtype)
-            if name not in names or archive.getinfo(name).file_size != nbytes:
-                raise _Corrupt(f"{name} is missing or not {nbytes} bytes long")
-            storage = _Storage(storage_type.dtype, key, numel)
-            storage.data = _frombuffer(read(name), storage, numel)
-            storages[key] = storage
-            return storage
-
-        return _Unpickler(io.BytesIO(read(pickles[0])), storage_for).load()
-
-
-def _frombuffer(buffer: bytes, storage: _Storage, numel: int) -> np.ndarray:
-    if len(buffer) != numel * _itemsize(storage.dtype):
-        raise _Corrupt("the file is truncated")
-    dtype = "<u2" if storage.dtype == "bfloat16" else storage.dtype
-    return np.frombuffer(buffer, dtype=dtype, count=numel)
-
-
-def _resolve_views(state_dict) -> None:
-    if isinstance(state_dict, Mapping):
-        for value in state_dict.values():
-            storage = getattr(value, "storage", None)
-            if isinstance(storage, _Storage) and isinstance(storage.data, _Storage):
-                storage.data = storage.data.data
-
-
 def _read(path: str) -> tuple[dict[str, np.ndarray], str, str]:
-    """(state_dict, format, sha256) of a file; see `load_state_dict`."""
+    """(state_dict, "legacy" | "zip", sha256) of a file (`torch_pickle.read`)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise PretrainedError(f"cannot read {path}: {e.strerror or e}") from e
-    digest = hashlib.sha256(data).hexdigest()
-    if data.startswith(_ZIP_MAGIC):
-        kind, reader = "zip", _read_zip
-    elif data.startswith(b"\x80\x02\x8a\x0a"):  # PROTO 2, LONG1 of 10 bytes: the magic number
-        kind, reader = "legacy", _read_legacy
-    else:
-        raise PretrainedError(
-            f"{path} is not a PyTorch state_dict file (neither the legacy format nor a zip "
-            "archive); pass a .pth file saved by torch.save."
-        )
-    try:
-        loaded = reader(data)
-        if not isinstance(loaded, dict):
-            raise _Corrupt(f"it holds a {type(loaded).__name__}, not a state_dict")
-        state_dict = {}
-        for key, value in loaded.items():
-            if not isinstance(key, str) or not isinstance(value, _Tensor):
-                raise _Corrupt(
-                    f"entry {key!r:.60} is not a tensor: not a state_dict (a checkpoint that "
-                    "wraps one? save `net.state_dict()` alone)"
-                )
-            state_dict[key] = value.to_numpy()
-    except _Refused as e:
-        raise PretrainedError(f"refusing to load {path}: {e}; the file may be malicious") from None
-    except _Corrupt as e:
-        raise PretrainedError(f"cannot load {path} ({kind} format): {e}") from None
-    except Exception as e:  # anything the pickle VM or zipfile raises on malformed input
-        raise PretrainedError(
-            f"cannot load {path} ({kind} format): {type(e).__name__}: {_first_line(e)}"
-        ) from None
-    return state_dict, kind, digest
+        return torch_pickle.read(path)
+    except torch_pickle.TorchFileError as e:
+        raise PretrainedError(str(e)) from None
 
 
 def load_state_dict(path: str) -> dict[str, np.ndarray]:
     """Reads a PyTorch `state_dict` file without PyTorch and without running code from it.
 
-    Both formats `torch.save` writes are read: the legacy stream of PyTorch < 1.6 (every official
-    CycleGAN file) and the zip archive of later versions. Only the names a state_dict needs are
-    resolved; any other name in the pickle (e.g. `posix.system`) stops the load before anything
-    is called.
+    See `torch_pickle.load_state_dict`; this raises `PretrainedError` with the same messages.
 
     Args:
       path: a `.pth` file holding a state_dict, e.g. the official `horse2zebra.pth`.
 
     Returns:
       The state_dict in file order: key (e.g. `model.1.weight`) -> numpy array in PyTorch's
-      layout (Conv2d weights `[out, in, kh, kw]`); float32 for float32 tensors (bfloat16 ones are
-      widened to float32), int64 for `num_batches_tracked`, ...
+      layout (Conv2d weights `[out, in, kh, kw]`).
 
     Raises:
       PretrainedError: the file is unreadable, not a state_dict, corrupt, or references anything
@@ -443,10 +96,23 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
 
 # -- layouts ---------------------------------------------------------------------------------
 
+# Where a layout comes from: junyanz/pytorch-CycleGAN-and-pix2pix (the official files; the original
+# aitorzip/PyTorch-CycleGAN Generator has the same keys), the aitorzip family (its forks: the same
+# `model.N` Sequential with residual Sequentials named `block`, and/or InstanceNorm2d(affine=True)),
+# aladdinpersson's Machine-Learning-Collection CycleGAN, and keras-io's CycleGAN example (Keras
+# weights, not a .pth).
+FAMILIES = ("junyanz", "aitorzip", "aladdinpersson", "keras_io")
+_RESNET_BLOCKS = {9: "resnet_9blocks", 6: "resnet_6blocks"}
+_UNET_DOWNS = {8: "unet_256", 7: "unet_128"}
+# keras-io builds its norms with tfa's InstanceNormalization / Keras' GroupNormalization(groups=-1),
+# whose epsilon defaults to 1e-3; a weights-only file does not store it.
+_KERAS_EPSILON = 1e-3
+
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """The generator a state_dict holds, in `generators.build_generator` terms.
+    """The generator a file holds: where its layout comes from, and the generator of
+    `generators.build_generator` it maps to.
 
     Attributes:
       generator: resnet_9blocks | resnet_6blocks | unet_256 | unet_128.
@@ -454,7 +120,12 @@ class Layout:
       dropout: whether the ResNet blocks had dropout (their second conv moves from
         `conv_block.5` to `conv_block.6`). UNet dropout holds no weights and leaves the keys
         alone, so it is always False for UNets; inference (`training=False`) does not use it.
-      norm: always "instance" (affine-free InstanceNorm2d, the official CycleGAN choice).
+      norm: "instance" (affine-free InstanceNorm2d, the official CycleGAN choice) or
+        "instance_affine" (learned scale and offset).
+      family: one of `FAMILIES`.
+      block_name: junyanz/aitorzip: the residual Sequential's attribute (conv_block | block).
+      norm_epsilon, down_padding, upsampling, conv_bias: the ResNet variant (see
+        `config.ModelConfig`; the defaults are the official network).
       dropped_keys: the running-statistics keys of the norm layers that were ignored (PyTorch 0.4
         saved them for InstanceNorm; the official loader deletes them too).
     """
@@ -463,28 +134,67 @@ class Layout:
     ngf: int
     dropout: bool = False
     norm: str = "instance"
+    family: str = "junyanz"
+    block_name: str = "conv_block"
+    norm_epsilon: float = 1e-5
+    down_padding: str = "zeros"
+    upsampling: str = "torch"
+    conv_bias: str = "auto"
     dropped_keys: tuple[str, ...] = dataclasses.field(default=(), compare=False, repr=False)
 
-    def to_dict(self) -> dict:
-        """The architecture (without `dropped_keys`), e.g. for imported.json."""
+    def architecture(self) -> dict:
+        """The `config.ModelConfig` fields of the generator this layout maps to."""
         return {
             "generator": self.generator,
             "ngf": self.ngf,
             "dropout": self.dropout,
             "norm": self.norm,
+            "norm_epsilon": self.norm_epsilon,
+            "down_padding": self.down_padding,
+            "upsampling": self.upsampling,
+            "conv_bias": self.conv_bias,
         }
+
+    def describe(self) -> str:
+        """The layout found, in one phrase (e.g. for imported.json and import-torch's output)."""
+        affine = "affine" if self.norm == "instance_affine" else "affine-free"
+        norm = f"{affine} InstanceNorm"
+        if self.generator.startswith("unet"):
+            return f"junyanz UnetGenerator ({self.generator}, model.model... nesting, {norm})"
+        blocks = {v: k for k, v in _RESNET_BLOCKS.items()}[self.generator]
+        if self.family in ("junyanz", "aitorzip"):
+            first = f"model.10-{9 + blocks}.{self.block_name}"
+            same = ", as aitorzip's original" if self.family == "junyanz" else ""
+            return (
+                f"{self.family} ResnetGenerator (model.N Sequential{same}, {blocks} blocks "
+                f"{first}, {norm}{', dropout' if self.dropout else ''})"
+            )
+        if self.family == "aladdinpersson":
+            return (
+                f"aladdinpersson Generator (initial, down_blocks, res_blocks, up_blocks, last; "
+                f"{blocks} blocks, reflect-padded convs, {norm})"
+            )
+        return (
+            f"keras-io CycleGAN generator ({blocks} residual blocks, Keras 'same' strided convs, "
+            f"{norm} eps {self.norm_epsilon:g})"
+        )
+
+    def to_dict(self) -> dict:
+        """The layout found and the architecture it maps to (without `dropped_keys`), e.g. for
+        imported.json."""
+        return {"family": self.family, "found": self.describe(), **self.architecture()}
 
 
 @dataclasses.dataclass(frozen=True)
 class _Entry:
-    """One PyTorch module and the Keras layer that mirrors it."""
+    """One module of the file and the Keras layer that mirrors it."""
 
-    torch: str  # module path, e.g. "model.10.conv_block.1"
+    torch: str  # module path, e.g. "model.10.conv_block.1" (keras-io: "conv.3", see _read_keras)
     keras: str  # layer name, e.g. "block1_conv1"
     kind: str  # conv | conv_transpose | norm
 
 
-def _resnet_entries(n_blocks: int, dropout: bool) -> list[_Entry]:
+def _resnet_entries(n_blocks: int, dropout: bool, block_name: str = "conv_block") -> list[_Entry]:
     """ResnetGenerator's `model` Sequential: pad, conv, norm, relu (0-3), two downsamplings
     (4-9), the blocks (10 ...), two upsamplings, pad, conv, tanh."""
     entries = [
@@ -498,7 +208,7 @@ def _resnet_entries(n_blocks: int, dropout: bool) -> list[_Entry]:
     # conv_block: pad, conv, norm, relu, [dropout], pad, conv, norm.
     second = 6 if dropout else 5
     for b in range(1, n_blocks + 1):
-        block = f"model.{9 + b}.conv_block"
+        block = f"model.{9 + b}.{block_name}"
         entries += [
             _Entry(f"{block}.1", f"block{b}_conv1", "conv"),
             _Entry(f"{block}.2", f"block{b}_norm1", "norm"),
@@ -513,6 +223,54 @@ def _resnet_entries(n_blocks: int, dropout: bool) -> list[_Entry]:
         _Entry(f"model.{up + 4}", "up2_norm", "norm"),
         _Entry(f"model.{up + 7}", "out_conv", "conv"),
     ]
+
+
+def _aladdinpersson_entries(n_blocks: int) -> list[_Entry]:
+    """Generator: `initial` (conv, norm, relu), `down_blocks` and `up_blocks` (ConvBlocks: a
+    `conv` Sequential of conv, norm, act), `res_blocks` (ResidualBlocks: a `block` Sequential of
+    two ConvBlocks), `last` (conv)."""
+    entries = [_Entry("initial.0", "in_conv", "conv"), _Entry("initial.1", "in_norm", "norm")]
+    for i in (1, 2):
+        entries += [
+            _Entry(f"down_blocks.{i - 1}.conv.0", f"down{i}_conv", "conv"),
+            _Entry(f"down_blocks.{i - 1}.conv.1", f"down{i}_norm", "norm"),
+        ]
+    for b in range(1, n_blocks + 1):
+        for j in (1, 2):
+            block = f"res_blocks.{b - 1}.block.{j - 1}.conv"
+            entries += [
+                _Entry(f"{block}.0", f"block{b}_conv{j}", "conv"),
+                _Entry(f"{block}.1", f"block{b}_norm{j}", "norm"),
+            ]
+    for i in (1, 2):
+        entries += [
+            _Entry(f"up_blocks.{i - 1}.conv.0", f"up{i}_conv", "conv_transpose"),
+            _Entry(f"up_blocks.{i - 1}.conv.1", f"up{i}_norm", "norm"),
+        ]
+    return entries + [_Entry("last", "out_conv", "conv")]
+
+
+def _keras_io_entries(n_blocks: int) -> list[_Entry]:
+    """keras-io's get_resnet_generator, in the order of each kind of layer (`_read_keras`)."""
+    entries = [_Entry("conv.0", "in_conv", "conv"), _Entry("norm.0", "in_norm", "norm")]
+    for i in (1, 2):
+        entries += [
+            _Entry(f"conv.{i}", f"down{i}_conv", "conv"),
+            _Entry(f"norm.{i}", f"down{i}_norm", "norm"),
+        ]
+    for b in range(1, n_blocks + 1):
+        for j in (1, 2):
+            index = 2 * b + j
+            entries += [
+                _Entry(f"conv.{index}", f"block{b}_conv{j}", "conv"),
+                _Entry(f"norm.{index}", f"block{b}_norm{j}", "norm"),
+            ]
+    for i in (1, 2):
+        entries += [
+            _Entry(f"conv_transpose.{i - 1}", f"up{i}_conv", "conv_transpose"),
+            _Entry(f"norm.{2 * n_blocks + 2 + i}", f"up{i}_norm", "norm"),
+        ]
+    return entries + [_Entry(f"conv.{2 * n_blocks + 3}", "out_conv", "conv")]
 
 
 def _unet_prefix(level: int) -> str:
@@ -549,36 +307,177 @@ def _unet_entries(num_downs: int) -> list[_Entry]:
     return entries + [_Entry(f"{outer}.3", "up1_conv", "conv_transpose")]
 
 
-_RESNET_BLOCKS = {9: "resnet_9blocks", 6: "resnet_6blocks"}
-_UNET_DOWNS = {8: "unet_256", 7: "unet_128"}
-
-
 def _entries(layout: Layout) -> list[_Entry]:
-    if layout.generator.startswith("resnet"):
-        n_blocks = {v: k for k, v in _RESNET_BLOCKS.items()}[layout.generator]
-        return _resnet_entries(n_blocks, layout.dropout)
-    return _unet_entries({v: k for k, v in _UNET_DOWNS.items()}[layout.generator])
+    if layout.generator.startswith("unet"):
+        return _unet_entries({v: k for k, v in _UNET_DOWNS.items()}[layout.generator])
+    n_blocks = {v: k for k, v in _RESNET_BLOCKS.items()}[layout.generator]
+    if layout.family == "aladdinpersson":
+        return _aladdinpersson_entries(n_blocks)
+    if layout.family == "keras_io":
+        return _keras_io_entries(n_blocks)
+    return _resnet_entries(n_blocks, layout.dropout, layout.block_name)
 
 
-def _expected_keys(entries: list[_Entry]) -> tuple[list[str], set[str]]:
-    """(parameter keys in order, optional running-statistics keys) of affine-free norms."""
+def _param_names(layout: Layout, entry: _Entry) -> tuple[str, ...]:
+    """The file's tensor names of an entry, in the order of the Keras layer's (kernel, bias) or
+    (gamma, beta); () for an affine-free norm."""
+    keras_style = layout.family == "keras_io"
+    if entry.kind == "norm":
+        if layout.norm != "instance_affine":
+            return ()
+        return ("gamma", "beta") if keras_style else ("weight", "bias")
+    bias = layout.conv_bias == "auto" or entry.keras == "out_conv"
+    names = ("kernel", "bias") if keras_style else ("weight", "bias")
+    return names if bias else names[:1]
+
+
+def _expected_keys(layout: Layout) -> tuple[list[str], set[str]]:
+    """(parameter keys in order, optional running-statistics keys of the norms)."""
     params, stats = [], set()
-    for entry in entries:
-        if entry.kind == "norm":
+    for entry in _entries(layout):
+        params += [f"{entry.torch}.{name}" for name in _param_names(layout, entry)]
+        if entry.kind == "norm" and layout.family != "keras_io":
             stats.update(f"{entry.torch}.{name}" for name in _RUNNING_STATS)
-        else:
-            params += [f"{entry.torch}.weight", f"{entry.torch}.bias"]
     return params, stats
 
 
-def infer_layout(state_dict: Mapping[str, np.ndarray], source: str = "the state_dict") -> Layout:
-    """Recognises which official generator a state_dict holds.
+def _ndim(state_dict: Mapping[str, np.ndarray], key: str) -> int:
+    return np.ndim(state_dict[key]) if key in state_dict else -1
 
-    ResnetGenerator keys are `model.<i>...` with `model.<i>.conv_block.{1,5}` per residual block
-    (`{1,6}` with dropout); UnetGenerator keys nest one `.model.<i>.model` per level
-    (`model.model.1.model.3.model...`). `ngf` is the first conv's output channels. Every key must
-    be one the recognised generator has; norm running statistics are the only extra keys allowed
-    (and are dropped).
+
+def _count_blocks(keys: list[str], pattern: str) -> list[int]:
+    """The sorted distinct block indices captured by `pattern`'s first group."""
+    return sorted({int(m.group(1)) for k in keys if (m := re.fullmatch(pattern, k))})
+
+
+def _ngf(state_dict: Mapping[str, np.ndarray], key: str, source: str, dims: int = 4) -> int:
+    shape = np.shape(state_dict.get(key))
+    if len(shape) != dims:
+        raise PretrainedError(f"{source}: {key} has shape {list(shape)}, expected {dims} dims.")
+    return int(shape[-1] if key.startswith("conv.") else shape[0])
+
+
+def _blocks_name(n_blocks: int, found: str, source: str) -> str:
+    name = _RESNET_BLOCKS.get(n_blocks)
+    if name is None:
+        raise PretrainedError(
+            f"{source}: {found}, but {n_blocks} residual blocks were found; 6 or 9 "
+            "(resnet_6blocks, resnet_9blocks) can be imported."
+        )
+    return name
+
+
+def _affine(state_dict, key: str) -> str:
+    return "instance_affine" if _ndim(state_dict, f"{key}.weight") == 1 else "instance"
+
+
+def _infer_sequential(state_dict, keys: list[str], source: str) -> Layout:
+    """junyanz/aitorzip: `model.N` with residual Sequentials `model.N.conv_block|block.*`."""
+    names = sorted({m.group(1) for k in keys if (m := re.match(r"model\.\d+\.(\w+)\.\d+\.", k))})
+    norm = _affine(state_dict, "model.2")
+    affine = "affine" if norm == "instance_affine" else "affine-free"
+    if len(names) != 1 or names[0] not in ("conv_block", "block"):
+        found = ", ".join(f"model.N.{n}.*" for n in names) or "no model.N.<blocks>.* keys"
+        raise PretrainedError(
+            f"{source}: model.1.weight looks like a ResnetGenerator Sequential (junyanz/aitorzip) "
+            f"with {affine} norms, but its residual blocks are {found}; blocks named "
+            "model.N.conv_block.* or model.N.block.* (6 or 9 of them) can be imported."
+        )
+    block = names[0]
+    blocks = _count_blocks(keys, rf"model\.(\d+)\.{block}\.1\.weight")
+    family = "junyanz" if block == "conv_block" and norm == "instance" else "aitorzip"
+    label = "official" if family == "junyanz" else "aitorzip"
+    found = f"model.10.{block}.* looks like {label} blocks with {affine} norm"
+    name = _blocks_name(len(blocks), found, source)
+    if blocks != list(range(10, 10 + len(blocks))):
+        raise PretrainedError(
+            f"{source}: {found}, but at model.{blocks[0]}-{blocks[-1]} with gaps; they must "
+            f"follow each other from model.10."
+        )
+    # With dropout the second conv is at .6 (a 4-D weight; an affine norm's .6.weight is 1-D).
+    dropout = _ndim(state_dict, f"model.10.{block}.6.weight") == 4
+    ngf = _ngf(state_dict, "model.1.weight", source)
+    return Layout(name, ngf, dropout, norm, family=family, block_name=block)
+
+
+def _infer_unet(state_dict, source: str) -> Layout:
+    depth = 1
+    while f"{_unet_prefix(depth + 1)}.1.weight" in state_dict:
+        depth += 1
+    name = _UNET_DOWNS.get(depth)
+    if name is None:
+        raise PretrainedError(
+            f"{source}: model.model.* looks like a junyanz UnetGenerator, but with {depth} "
+            "downsamplings; 7 or 8 (unet_128, unet_256) can be imported."
+        )
+    return Layout(name, _ngf(state_dict, "model.model.0.weight", source))
+
+
+def _infer_aladdinpersson(state_dict, keys: list[str], source: str) -> Layout:
+    norm = _affine(state_dict, "initial.1")
+    affine = "affine" if norm == "instance_affine" else "affine-free"
+    blocks = _count_blocks(keys, r"res_blocks\.(\d+)\.block\.0\.conv\.0\.weight")
+    found = f"res_blocks.* looks like aladdinpersson's Generator with {affine} norm"
+    name = _blocks_name(len(blocks), found, source)
+    ngf = _ngf(state_dict, "initial.0.weight", source)
+    return Layout(name, ngf, False, norm, family="aladdinpersson", down_padding="reflect")
+
+
+def _infer_keras_io(state_dict, keys: list[str], source: str) -> Layout:
+    """keras-io: Conv2D 3 + 2n + 1 (no bias but the last), Conv2DTranspose 2, norms 3 + 2n + 2."""
+    convs = _count_blocks(keys, r"conv\.(\d+)\.kernel")
+    transposes = _count_blocks(keys, r"conv_transpose\.(\d+)\.kernel")
+    norms = _count_blocks(keys, r"norm\.(\d+)\.gamma")
+    n_blocks = (len(convs) - 4) // 2
+    found = (
+        f"{len(convs)} Conv2D, {len(transposes)} Conv2DTranspose and {len(norms)} norm layers "
+        "look like a keras-io CycleGAN generator"
+    )
+    if len(transposes) != 2 or len(norms) != len(convs) + 1 or len(convs) % 2:
+        raise PretrainedError(
+            f"{source}: {found} only if there are 2 Conv2DTranspose, 2n + 4 Conv2D and 2n + 5 "
+            "norm layers with scale and offset (n = 6 or 9 residual blocks)."
+        )
+    name = _blocks_name(n_blocks, found, source)
+    biases = [i for i in convs if f"conv.{i}.bias" in state_dict]
+    if biases == convs[-1:]:
+        conv_bias = "output_only"
+    elif biases == convs and "conv_transpose.0.bias" in state_dict:
+        conv_bias = "auto"
+    else:
+        raise PretrainedError(
+            f"{source}: {found}, but only Conv2D {biases} have biases; every conv or only the "
+            "last can be imported."
+        )
+    ngf = _ngf(state_dict, "conv.0.kernel", source)
+    epsilon = float(state_dict.get("epsilon", _KERAS_EPSILON))
+    return Layout(
+        name,
+        ngf,
+        False,
+        "instance_affine",
+        family="keras_io",
+        block_name="",
+        norm_epsilon=epsilon,
+        down_padding="keras_same",
+        upsampling="keras_same",
+        conv_bias=conv_bias,
+    )
+
+
+def infer_layout(state_dict: Mapping[str, np.ndarray], source: str = "the state_dict") -> Layout:
+    """Recognises which generator a state_dict holds, from its keys and shapes alone.
+
+    - junyanz (official) ResnetGenerator: `model.<i>...` with `model.<i>.conv_block.{1,5}` per
+      residual block (`{1,6}` with dropout); the aitorzip family is the same Sequential with blocks
+      named `block` and/or affine InstanceNorm weights (`model.2.weight` ...).
+    - junyanz UnetGenerator: one `.model.<i>.model` per level (`model.model.1.model.3.model...`).
+    - aladdinpersson: `initial.0`, `down_blocks.<i>.conv.0`, `res_blocks.<i>.block.<j>.conv.0`,
+      `up_blocks.<i>.conv.0`, `last`.
+    - keras-io: the `conv.<i>.kernel` ... names `_read_keras` gives a Keras file's layers.
+
+    `ngf` is the first conv's output channels. Every key must be one the recognised generator
+    has; norm running statistics are the only extra keys allowed (and are dropped).
 
     Args:
       state_dict: key -> array, as `load_state_dict` returns it.
@@ -588,69 +487,198 @@ def infer_layout(state_dict: Mapping[str, np.ndarray], source: str = "the state_
       The `Layout`; `dropped_keys` lists the running-statistics keys that were ignored.
 
     Raises:
-      PretrainedError: the keys match no known generator (the message names the first unexpected
-        or missing key).
+      PretrainedError: the keys match no known layout, or a recognised layout has a count or a
+        key it cannot have (the message says what was found and what can be imported).
     """
-    keys = list(state_dict)
+    keys = [k for k in state_dict if k != "epsilon"]
     if "model.1.weight" in state_dict:
-        blocks = sorted(
-            int(m.group(1))
-            for k in keys
-            if (m := re.fullmatch(r"model\.(\d+)\.conv_block\.1\.weight", k))
-        )
-        dropout = any(re.fullmatch(r"model\.\d+\.conv_block\.6\.weight", k) for k in keys)
-        name = _RESNET_BLOCKS.get(len(blocks))
-        if name is None:
-            raise PretrainedError(
-                f"{source} holds a ResnetGenerator with {len(blocks)} residual blocks; only 6 "
-                "and 9 (resnet_6blocks, resnet_9blocks) can be imported."
-            )
-        ngf_key = "model.1.weight"
+        layout = _infer_sequential(state_dict, keys, source)
     elif any(k.startswith("model.model.") for k in keys):
-        depth = 1
-        while f"{_unet_prefix(depth + 1)}.1.weight" in state_dict:
-            depth += 1
-        name = _UNET_DOWNS.get(depth)
-        if name is None:
-            raise PretrainedError(
-                f"{source} holds a UnetGenerator with {depth} downsamplings; only 7 and 8 "
-                "(unet_128, unet_256) can be imported."
-            )
-        dropout, ngf_key = False, "model.model.0.weight"
+        layout = _infer_unet(state_dict, source)
+    elif "initial.0.weight" in state_dict:
+        layout = _infer_aladdinpersson(state_dict, keys, source)
+    elif "conv.0.kernel" in state_dict:
+        layout = _infer_keras_io(state_dict, keys, source)
     else:
-        found = f"unexpected key {keys[0]!r}" if keys else "it is empty"
+        found = f"keys like {', '.join(repr(k) for k in keys[:2])}" if keys else "no tensors"
         raise PretrainedError(
-            f"{source} matches no known generator layout: {found} (expected the official "
-            "ResnetGenerator or UnetGenerator state_dict)."
+            f"{source} matches no known generator layout: it has {found}; importable are the "
+            "junyanz/aitorzip ResnetGenerator (model.N...), junyanz UnetGenerator "
+            "(model.model...), aladdinpersson's Generator (initial, down_blocks, res_blocks, "
+            "up_blocks, last) and keras-io's generator (.h5/.weights.h5/.keras)."
         )
-    shape = np.shape(state_dict.get(ngf_key))
-    if len(shape) != 4:
-        raise PretrainedError(f"{source}: {ngf_key} has shape {list(shape)}, expected 4 dims.")
-    layout = Layout(name, int(shape[0]), dropout)
 
+    params, stats = _expected_keys(layout)
     entries = _entries(layout)
-    params, stats = _expected_keys(entries)
     norms = {e.torch for e in entries if e.kind == "norm"}
     expected = set(params)
+    described = layout.describe()
     for key in keys:
         if key not in expected and key not in stats:
             hint = ""
             if key.rsplit(".", 1)[0] in norms:
                 hint = (
-                    ": normalization weights (batch or affine instance norm); only affine-free "
-                    "InstanceNorm generators, like the official CycleGAN ones, can be imported"
+                    ": a norm weight where the other norms have none (the norms must be all "
+                    "affine or all affine-free InstanceNorm)"
                 )
             raise PretrainedError(
-                f"{source} matches no known generator layout: unexpected key {key!r} for a "
-                f"{name} generator{hint}."
+                f"{source} matches no known generator layout: unexpected key {key!r} for the "
+                f"{described}{hint}."
             )
     missing = [k for k in params if k not in state_dict]
     if missing:
         raise PretrainedError(
-            f"{source} matches no known generator layout: key {missing[0]!r} of a {name} "
-            "generator is missing."
+            f"{source} matches no known generator layout: key {missing[0]!r} of the "
+            f"{described} is missing."
         )
     return dataclasses.replace(layout, dropped_keys=tuple(k for k in keys if k in stats))
+
+
+# -- Keras files (keras-io) --------------------------------------------------------------------
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+# keras-io's CycleGan model keeps its generators as gen_G (A -> B) and gen_F (B -> A).
+_KERAS_GENERATORS = {"a2b": "gen_G", "b2a": "gen_F"}
+
+
+def _keras_kind(layer: str, params: dict) -> str | None:
+    """conv | conv_transpose | norm | None (no weights) from a Keras layer's name and weights."""
+    base = re.sub(r"_\d+$", "", layer.rsplit("/", 1)[-1])
+    if not params:
+        return None
+    if "gamma" in params or "beta" in params:
+        return "norm"
+    if "kernel" in params:
+        return "conv_transpose" if "transpose" in base else "conv"
+    return "other"
+
+
+def _read_keras(path: str, data: bytes, direction: str) -> dict[str, np.ndarray]:
+    """A Keras weights file as `conv.<i>.kernel|bias`, `conv_transpose.<i>.kernel|bias`,
+    `norm.<i>.gamma|beta` (i: the order of that kind of layer in the model) plus `epsilon` when
+    the file has the model's config; read with h5py (data only, nothing executed).
+
+    `.weights.h5` / `.keras` (Keras 3: `layers/<class>_<k>/vars/<i>`, counters per class in layer
+    order) and legacy `.h5` (Keras 2 and Keras 3's `model.save("x.h5")`: layer order in the
+    `layer_names` attribute, `weight_names` per layer). A keras-io CycleGan's whole weights hold
+    both generators (`gen_G`, `gen_F`): `direction` picks one.
+    """
+    import h5py  # Keras' own dependency; imported here, where Keras files are read
+
+    config_json = None
+    if data.startswith(torch_pickle._ZIP_MAGIC):
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = archive.namelist()
+            if "model.weights.h5" not in names:
+                raise PretrainedError(f"{path} is a zip archive, but not a .pth or .keras file.")
+            data = archive.read("model.weights.h5")
+            if "config.json" in names:
+                config_json = archive.read("config.json").decode("utf-8", "replace")
+    layers_found: dict[str, list[tuple[str, dict]]] = {}
+    with h5py.File(io.BytesIO(data), "r") as f:
+        root = f["model_weights"] if "model_weights" in f else f
+        if "layer_names" in root.attrs:  # legacy h5
+            if "model_config" in f.attrs:
+                config_json = _text(f.attrs["model_config"])
+            layers_found[""] = []
+            for layer in (_text(n) for n in root.attrs["layer_names"]):
+                group = root[layer]
+                params = {}
+                for weight in (_text(n) for n in group.attrs.get("weight_names", [])):
+                    short = weight.rsplit("/", 1)[-1].split(":")[0]
+                    params[short] = np.asarray(group[weight], np.float32)
+                layers_found[""].append((layer, params))
+        else:  # Keras 3: [<attribute>/]layers/<class>[_k]/vars/<i>
+            for prefix in [""] + [f"{k}/" for k in root if k not in ("layers", "vars")]:
+                group = root.get(f"{prefix}layers")
+                if group is None:
+                    continue
+                entries = []
+                for layer in sorted(group, key=_class_order):
+                    held = group[layer].get("vars") or {}
+                    arrays = [np.asarray(held[str(i)], np.float32) for i in range(len(held))]
+                    kind = _keras_class_kind(layer)
+                    names = {"norm": ("gamma", "beta")}.get(kind, ("kernel", "bias"))
+                    entries.append((layer, dict(zip(names, arrays))))
+                layers_found[prefix.rstrip("/")] = entries
+    # The norms' epsilon, when the file has the model's config (.keras, a whole-model .h5).
+    epsilons = {float(e) for e in re.findall(r'"epsilon": ([0-9.eE+-]+)', config_json or "")}
+    epsilon = epsilons.pop() if len(epsilons) == 1 else None
+
+    generators_found = {k: v for k, v in layers_found.items() if any(p for _, p in v)}
+    if len(generators_found) == 1:
+        (layers_list,) = generators_found.values()
+    elif _KERAS_GENERATORS[direction] in generators_found:
+        layers_list = generators_found[_KERAS_GENERATORS[direction]]
+    else:
+        raise PretrainedError(
+            f"{path} holds the weights of {', '.join(sorted(generators_found)) or 'no model'}; "
+            "pass a file of one generator, or keras-io's CycleGan weights (gen_G: a2b, gen_F: b2a)."
+        )
+    state_dict: dict[str, np.ndarray] = {}
+    counters: dict[str, int] = collections.Counter()
+    for layer, params in layers_list:
+        kind = _keras_kind(layer, params)
+        if kind is None:
+            continue
+        if kind == "other":
+            raise PretrainedError(
+                f"{path}: layer {layer!r} has weights {sorted(params)}, which no layer of the "
+                "keras-io generator has (Conv2D, Conv2DTranspose, instance norm)."
+            )
+        index = counters[kind]
+        counters[kind] += 1
+        for name, value in params.items():
+            state_dict[f"{kind}.{index}.{name}"] = value
+    if epsilon is not None:
+        state_dict["epsilon"] = np.float64(epsilon)  # not a tensor: the config's value
+    return state_dict
+
+
+def _text(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _class_order(name: str) -> tuple[str, int]:
+    """Keras 3 names a model's layers <class>, <class>_1, <class>_2 ... in layer order."""
+    m = re.fullmatch(r"(.*?)(?:_(\d+))?", name)
+    return m.group(1), int(m.group(2) or 0)
+
+
+def _keras_class_kind(layer: str) -> str:
+    base = _class_order(layer)[0]
+    if base.endswith("normalization"):
+        return "norm"
+    return "conv_transpose" if "transpose" in base else "conv"
+
+
+def _read_weights(path: str, direction: str = "a2b") -> tuple[dict[str, np.ndarray], str, str]:
+    """(state_dict, format, sha256) of a PyTorch .pth (`torch_pickle`) or a Keras weights file
+    (`_read_keras`; format "keras")."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            is_zip = head.startswith(torch_pickle._ZIP_MAGIC)
+            is_keras = head.startswith(_HDF5_MAGIC) or (
+                is_zip and "model.weights.h5" in zipfile.ZipFile(f).namelist()
+            )
+    except OSError as e:
+        raise PretrainedError(f"cannot read {path}: {e.strerror or e}") from e
+    except zipfile.BadZipFile:
+        is_keras = False
+    if not is_keras:
+        return _read(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        state_dict = _read_keras(path, data, direction)
+    except PretrainedError:
+        raise
+    except Exception as e:  # anything h5py raises on malformed input
+        raise PretrainedError(
+            f"cannot load {path} (Keras weights): {type(e).__name__}: {_first_line(e)}"
+        ) from None
+    return state_dict, "keras", hashlib.sha256(data).hexdigest()
 
 
 # -- Keras models ----------------------------------------------------------------------------
@@ -667,12 +695,13 @@ def assign(
     Conv2d weights `[out, in, kh, kw]` become Keras kernels `[kh, kw, in, out]`; ConvTranspose2d
     weights `[in, out, kh, kw]` become Conv2DTranspose kernels `[kh, kw, out, in]` (the same
     permutation; `layers.conv2d_transpose` crops the full result like PyTorch's `padding`, so no
-    flip or shift is needed). Every Keras weight is assigned exactly once and every state_dict
-    tensor except `layout.dropped_keys` is used exactly once.
+    flip or shift is needed); affine InstanceNorm2d `weight`/`bias` become gamma/beta. Keras
+    files' kernels are in Keras' layout already. Every Keras weight is assigned exactly once and
+    every state_dict tensor except `layout.dropped_keys` is used exactly once.
 
     Args:
-      model: a generator built like `generators.build_generator(layout.generator,
-        ngf=layout.ngf, norm="instance", dropout=layout.dropout)` (any precision policy).
+      model: a generator built like `generators.build_generator(**layout.architecture())`
+        (any precision policy).
       state_dict: key -> array, as `load_state_dict` returns it.
       layout: from `infer_layout(state_dict)`.
       source: what to call the state_dict in messages.
@@ -683,6 +712,7 @@ def assign(
     """
     assigned: set[int] = set()
     used: set[str] = set()
+    torch_layout = layout.family != "keras_io"
     for entry in _entries(layout):
         try:
             layer = model.get_layer(entry.keras)
@@ -690,29 +720,32 @@ def assign(
             raise PretrainedError(
                 f"model {model.name!r} has no layer {entry.keras!r}: build it for {layout}."
             ) from None
+        names = _param_names(layout, entry)
         if entry.kind == "norm":
-            if layer.weights:
-                raise PretrainedError(
-                    f"model {model.name!r} has weights in {entry.keras!r}; {source} has an "
-                    "affine-free InstanceNorm there (build the model with norm='instance')."
-                )
-            continue
-        for variable, key in ((layer.kernel, "weight"), (layer.bias, "bias")):
-            key = f"{entry.torch}.{key}"
-            if variable is None or key not in state_dict or key in used:
+            variables = [layer.gamma, layer.beta] if layer.weights else []
+        else:
+            variables = [layer.kernel, layer.bias] if layer.bias is not None else [layer.kernel]
+        if len(variables) != len(names):
+            raise PretrainedError(
+                f"model {model.name!r} has {len(variables)} weights in {entry.keras!r}, but "
+                f"{source} has {len(names)} there: build the model for {layout.architecture()}."
+            )
+        for variable, name in zip(variables, names):
+            key = f"{entry.torch}.{name}"
+            if key not in state_dict or key in used:
                 raise PretrainedError(
                     f"{source}: cannot assign {key!r} to layer {entry.keras!r} of {model.name!r}."
                 )
             value = np.asarray(state_dict[key], np.float32)
-            if value.ndim == 4:  # [out, in, kh, kw] / [in, out, kh, kw] -> [kh, kw, ., .]
+            if value.ndim == 4 and torch_layout:  # [out, in, kh, kw] / [in, out, ...] -> [kh, ...]
                 value = value.transpose(2, 3, 1, 0)
             if value.shape != tuple(variable.shape):
-                torch_shape = list(np.shape(state_dict[key]))
+                file_shape = list(np.shape(state_dict[key]))
                 wanted = list(variable.shape)
-                if len(wanted) == 4:
+                if len(wanted) == 4 and torch_layout:
                     wanted = [wanted[3], wanted[2], wanted[0], wanted[1]]
                 raise PretrainedError(
-                    f"{source}: {key} has shape {torch_shape}, but the {layout.generator} "
+                    f"{source}: {key} has shape {file_shape}, but the {layout.generator} "
                     f"generator with ngf={layout.ngf} needs {wanted}."
                 )
             variable.assign(value)
@@ -724,7 +757,9 @@ def assign(
                 f"{source} has no tensor for weight {variable.path!r} of {model.name!r}: build "
                 f"the model for {layout}."
             )
-    unused = [k for k in state_dict if k not in used and k not in layout.dropped_keys]
+    unused = [
+        k for k in state_dict if k not in used and k not in layout.dropped_keys and k != "epsilon"
+    ]
     if unused:
         raise PretrainedError(f"{source}: tensor {unused[0]!r} has no place in the model.")
 
@@ -735,7 +770,7 @@ def to_keras(
     model_name: str = "g_ab",
     source: str = "the state_dict",
 ) -> keras.Model:
-    """Builds the generator `layout` describes and loads `state_dict` into it.
+    """Builds the generator `layout` maps to and loads `state_dict` into it.
 
     Args:
       state_dict: key -> array, as `load_state_dict` returns it.
@@ -745,19 +780,15 @@ def to_keras(
 
     Returns:
       A Keras model `[N, H, W, 3]` float in [-1, 1] -> `[N, H, W, 3]` float32 that computes what
-      the PyTorch generator computes in eval mode (H, W multiples of
+      the source generator computes in eval mode (H, W multiples of
       `generators.size_multiple(layout.generator)`; `inference.pad_run_crop` for any size).
 
     Raises:
       PretrainedError: see `assign`.
     """
-    model = generators.build_generator(
-        layout.generator,
-        ngf=layout.ngf,
-        norm=layout.norm,
-        dropout=layout.dropout,
-        model_name=model_name,
-    )
+    arguments = layout.architecture()
+    name = arguments.pop("generator")
+    model = generators.build_generator(name, model_name=model_name, **arguments)
     assign(model, state_dict, layout, source)
     return model
 
@@ -820,7 +851,7 @@ def import_torch(
         files["b2a"] = weights_b2a
     models, sources, layouts = {}, {}, {}
     for dirn, path in files.items():
-        state_dict, kind, digest = _read(path)
+        state_dict, kind, digest = _read_weights(path, dirn)
         layout = infer_layout(state_dict, path)
         if generator != "auto" and layout.generator != generator:
             raise PretrainedError(
@@ -838,10 +869,10 @@ def import_torch(
         }
     layout = layouts[direction]
     for dirn, other in layouts.items():
-        if other != layout:
+        if other.architecture() != layout.architecture():
             raise PretrainedError(
-                f"{files[dirn]} holds {other.to_dict()} but {files[direction]} holds "
-                f"{layout.to_dict()}; both directions of a run share one architecture."
+                f"{files[dirn]} holds {other.architecture()} but {files[direction]} holds "
+                f"{layout.architecture()}; both directions of a run share one architecture."
             )
 
     # 3. Assemble the run next to its destination, then rename it into place.
@@ -853,13 +884,7 @@ def import_torch(
     try:
         # float32: the precision the weights were trained and are checked in; translating
         # an imported run reproduces the PyTorch outputs unless asked for another precision.
-        run_config = config_lib.preset(
-            "paper",
-            generator=layout.generator,
-            ngf=layout.ngf,
-            dropout=layout.dropout,
-            precision="float32",
-        )
+        run_config = config_lib.preset("paper", **layout.architecture(), precision="float32")
         with open(os.path.join(tmp, rundir.CONFIG_FILE), "w") as f:
             f.write(run_config.to_json())
         checkpoint = tf.train.Checkpoint(
@@ -1007,12 +1032,7 @@ def init_generators(
     # 2. Load it into the targets.
     if files is None:
         saved = rundir.require_config(origin)
-        found = {
-            "generator": saved.model.generator,
-            "ngf": saved.model.ngf,
-            "dropout": saved.model.dropout,
-            "norm": saved.model.norm,
-        }
+        found = {key: getattr(saved.model, key) for key in ARCHITECTURE_FIELDS}
         _check_architecture(origin, found, model_config)
         directions = imported_directions(origin)
         check_directions(origin, directions)
@@ -1026,14 +1046,54 @@ def init_generators(
         directions = tuple(d for d in DIRECTIONS if d in files)
         record["sha256"] = {}
         for direction in directions:
-            state_dict, _, digest = _read(files[direction])
+            state_dict, _, digest = _read_weights(files[direction], direction)
             layout = infer_layout(state_dict, files[direction])
-            _check_architecture(files[direction], layout.to_dict(), model_config)
+            _check_architecture(files[direction], layout.architecture(), model_config)
             assign(targets[direction], state_dict, layout, source=files[direction])
             record["sha256"][direction] = digest
+            record.setdefault("layout", {})[direction] = layout.to_dict()
     record["directions"] = list(directions)
     record["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     return record
+
+
+def source_architecture(
+    config: config_lib.Config, source: str | Mapping[str, str]
+) -> config_lib.Config:
+    """`config` with the generator variant of an `--init_from` source (`train` calls this first).
+
+    The variant fields (`norm_epsilon`, `down_padding`, `upsampling`, `conv_bias`: how another
+    codebase's ResNet pads, upsamples, ...) have no flags: they follow the weights, read from the
+    source's layout (a file) or config.json (a run directory). The fields that have flags
+    (generator, ngf, dropout, norm) stay the caller's; `init_generators` refuses a mismatch in
+    one line naming the flag.
+
+    Args:
+      config: the new run's configuration.
+      source: what `init_generators` takes.
+
+    Returns:
+      `config`, or a copy with the source's variant fields; `config` itself when the source
+      cannot be read (`init_generators` then reports why).
+    """
+    try:
+        if isinstance(source, Mapping):
+            direction, path = next(iter(source.items()))
+        else:
+            direction, path = "a2b", source
+        if os.path.isdir(path):
+            saved = rundir.require_config(path).model
+            found = {key: getattr(saved, key) for key in _VARIANT_FIELDS}
+        else:
+            state_dict = _read_weights(path, direction)[0]
+            found = {
+                key: value
+                for key, value in infer_layout(state_dict, path).architecture().items()
+                if key in _VARIANT_FIELDS
+            }
+    except (errors.UserError, OSError, StopIteration):
+        return config
+    return config.replace(**{f"model.{key}": value for key, value in found.items()})
 
 
 def write_init_record(run_dir: str, record: dict) -> str:
@@ -1048,15 +1108,12 @@ def write_init_record(run_dir: str, record: dict) -> str:
 
 def _check_architecture(source: str, found: dict, model: config_lib.ModelConfig) -> None:
     """Refuses a source whose generator differs from the new run's, naming the field."""
-    wanted = {
-        "generator": model.generator,
-        "ngf": model.ngf,
-        "dropout": model.dropout,
-        "norm": model.norm,
-    }
+    wanted = {key: getattr(model, key) for key in ARCHITECTURE_FIELDS}
     for key, value in found.items():
         if value != wanted[key]:
             flag = {True: "--dropout", False: "--nodropout"}[value] if key == "dropout" else None
+            if key in _VARIANT_FIELDS:  # no flags: `source_architecture` sets them for train
+                flag = f"{key}={value!r} in the new run's config"
             raise PretrainedError(
                 f"--init_from={source} holds a {found['generator']} generator with "
                 f"{key}={value!r}, but the new run's config has {key}={wanted[key]!r}: pass "

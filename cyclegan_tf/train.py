@@ -173,7 +173,9 @@ def train(
         (`evaluate.TrainingEvaluator`); 0: off.
       inception_graph: the Inception graph file for eval_every_epochs (None: the cached copy).
       init_from: a NEW run's generators start from this run directory or PyTorch .pth file (or
-        {direction: .pth}); see `pretrained.init_generators`. Recorded in `<run>/init.json`.
+        {direction: .pth}; or a Keras weights file of keras-io's generator); see
+        `pretrained.init_generators`. Recorded in `<run>/init.json`. The source's generator
+        variant (`pretrained.source_architecture`) replaces the config's.
 
     Returns:
       A `TrainResult`.
@@ -186,6 +188,8 @@ def train(
       cluster.PeerLost: another worker of the cluster stopped without the others.
     """
     t_start = time.perf_counter()
+    if init_from:  # the generator variant of imported weights (no flags): from the source
+        config = pretrained.source_architecture(config, init_from)
     task = cluster.Task.from_environment(config.train.strategy)
     saved = _Saved()
     signals = cluster.STOP.handling(True) if task.multi_worker else contextlib.nullcontext()

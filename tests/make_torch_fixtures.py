@@ -21,6 +21,15 @@ are those of the official files, at small widths. Files:
   legacy format.
 - patchgan_basic.npz: the official NLayerDiscriminator (70x70 PatchGAN, ndf 4), its conv weights,
   an input and its logits (`write_patchgan`).
+- Community layouts (`write_community`), networks written here from the structure of their public
+  code: the aitorzip/PyTorch-CycleGAN family (`FamilyGenerator`: one `model` Sequential, biases on
+  every conv, residual Sequentials named `conv_block` or `block`, InstanceNorm2d affine or not)
+  as aitorzip_block_affine_{legacy,zip}.pth (9 blocks, ngf 2), aitorzip_conv_block_affine.pth
+  (6, ngf 3, zip), aitorzip_block.pth (6, ngf 2, affine-free, legacy); aladdinpersson's
+  Machine-Learning-Collection CycleGAN (`NamedPartsGenerator`: initial, down_blocks, res_blocks,
+  up_blocks, last; reflect-padded convs including the stride-2 ones) as
+  aladdinpersson_{legacy,zip}.pth (9 blocks, ngf 2, affine-free) and aladdinpersson_affine.pth
+  (6, ngf 2, zip). Affine norms get random weights (not 1 and 0).
 
 Next to each, `<name>.npz` holds uint8 inputs `x_even` (a multiple of the generator's size
 multiple) and `x_odd` (not a multiple), both [1, H, W, 3], and the eval-mode PyTorch outputs
@@ -171,6 +180,133 @@ class UnetGenerator(nn.Module):
         return self.model(x)
 
 
+# -- community layouts (structure of their public code, written here) ----------------------------
+
+
+class FamilyResidualBlock(nn.Module):
+    """A residual block of the aitorzip/PyTorch-CycleGAN family: pad, conv, norm, relu, pad,
+    conv, norm in a Sequential named `conv_block` (the original) or `block` (forks)."""
+
+    def __init__(self, channels, norm_layer, attribute):
+        super().__init__()
+        self.attribute = attribute
+        setattr(
+            self,
+            attribute,
+            nn.Sequential(
+                nn.ReflectionPad2d(1),
+                nn.Conv2d(channels, channels, 3),
+                norm_layer(channels),
+                nn.ReLU(inplace=True),
+                nn.ReflectionPad2d(1),
+                nn.Conv2d(channels, channels, 3),
+                norm_layer(channels),
+            ),
+        )
+
+    def forward(self, x):
+        return x + getattr(self, self.attribute)(x)
+
+
+class FamilyGenerator(nn.Module):
+    """aitorzip/PyTorch-CycleGAN's Generator with the options its forks add (ngf, block name,
+    InstanceNorm2d affine or not): every conv has a bias; one `model` Sequential."""
+
+    def __init__(self, ngf, n_blocks, norm_layer, attribute):
+        super().__init__()
+        model = [nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7), norm_layer(ngf), nn.ReLU(True)]
+        for i in range(2):
+            width = ngf * 2**i
+            model += [
+                nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+                norm_layer(2 * width),
+                nn.ReLU(True),
+            ]
+        model += [FamilyResidualBlock(4 * ngf, norm_layer, attribute) for _ in range(n_blocks)]
+        for i in range(2):
+            width = ngf * 2 ** (2 - i)
+            model += [
+                nn.ConvTranspose2d(width, width // 2, 3, stride=2, padding=1, output_padding=1),
+                norm_layer(width // 2),
+                nn.ReLU(True),
+            ]
+        model += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh()]
+        self.model = nn.Sequential(*model)
+
+    def forward(self, x):
+        return self.model(x)
+
+
+class NamedConvBlock(nn.Module):
+    """aladdinpersson's ConvBlock: `conv` = [Conv2d(padding_mode="reflect") or ConvTranspose2d,
+    InstanceNorm2d, ReLU or Identity]."""
+
+    def __init__(self, c_in, c_out, norm_layer, down=True, act=True, **kwargs):
+        super().__init__()
+        conv = (
+            nn.Conv2d(c_in, c_out, padding_mode="reflect", **kwargs)
+            if down
+            else nn.ConvTranspose2d(c_in, c_out, **kwargs)
+        )
+        self.conv = nn.Sequential(
+            conv, norm_layer(c_out), nn.ReLU(inplace=True) if act else nn.Identity()
+        )
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class NamedResidualBlock(nn.Module):
+    def __init__(self, channels, norm_layer):
+        super().__init__()
+        self.block = nn.Sequential(
+            NamedConvBlock(channels, channels, norm_layer, kernel_size=3, padding=1),
+            NamedConvBlock(channels, channels, norm_layer, act=False, kernel_size=3, padding=1),
+        )
+
+    def forward(self, x):
+        return x + self.block(x)
+
+
+class NamedPartsGenerator(nn.Module):
+    """aladdinpersson's CycleGAN Generator: initial, down_blocks, res_blocks, up_blocks, last;
+    reflect-padded convs (the stride-2 ones too), biases everywhere, tanh after `last`."""
+
+    def __init__(self, ngf, n_blocks, norm_layer):
+        super().__init__()
+        self.initial = nn.Sequential(
+            nn.Conv2d(3, ngf, 7, stride=1, padding=3, padding_mode="reflect"),
+            norm_layer(ngf),
+            nn.ReLU(inplace=True),
+        )
+        self.down_blocks = nn.ModuleList(
+            [
+                NamedConvBlock(ngf, 2 * ngf, norm_layer, kernel_size=3, stride=2, padding=1),
+                NamedConvBlock(2 * ngf, 4 * ngf, norm_layer, kernel_size=3, stride=2, padding=1),
+            ]
+        )
+        self.res_blocks = nn.Sequential(
+            *[NamedResidualBlock(4 * ngf, norm_layer) for _ in range(n_blocks)]
+        )
+        up = {"down": False, "kernel_size": 3, "stride": 2, "padding": 1, "output_padding": 1}
+        self.up_blocks = nn.ModuleList(
+            [
+                NamedConvBlock(4 * ngf, 2 * ngf, norm_layer, **up),
+                NamedConvBlock(2 * ngf, ngf, norm_layer, **up),
+            ]
+        )
+        self.last = nn.Conv2d(ngf, 3, 7, stride=1, padding=3, padding_mode="reflect")
+
+    def forward(self, x):
+        x = self.initial(x)
+        for layer in self.down_blocks:
+            x = layer(x)
+        x = self.res_blocks(x)
+        for layer in self.up_blocks:
+            x = layer(x)
+        return torch.tanh(self.last(x))
+
+
 # -- references -------------------------------------------------------------------------------
 
 
@@ -253,7 +389,9 @@ def translate(net, images_uint8, multiple):
     return np.ascontiguousarray(y[:, top : top + height, left : left + width], np.float32)
 
 
-def write(name, net, multiple, even, odd, legacy, seed, running_stats=False):
+def write(name, net, multiple, even, odd, legacy, seed, running_stats=False, both=False):
+    """`<name>.pth` (legacy or zip format; `both`: `<name>_legacy.pth` and `<name>_zip.pth`)
+    and `<name>.npz` (inputs and PyTorch outputs)."""
     net.eval()
     state_dict = net.state_dict()
     if running_stats:
@@ -269,8 +407,13 @@ def write(name, net, multiple, even, odd, legacy, seed, running_stats=False):
         for module in net.modules():  # the reference uses instance statistics, as officially
             if isinstance(module, nn.InstanceNorm2d):
                 module.track_running_stats = False
-    path = os.path.join(OUT_DIR, f"{name}.pth")
-    torch.save(state_dict, path, _use_new_zipfile_serialization=not legacy)
+    if both:
+        for kind in ("legacy", "zip"):
+            path = os.path.join(OUT_DIR, f"{name}_{kind}.pth")
+            torch.save(state_dict, path, _use_new_zipfile_serialization=kind == "zip")
+    else:
+        path = os.path.join(OUT_DIR, f"{name}.pth")
+        torch.save(state_dict, path, _use_new_zipfile_serialization=not legacy)
 
     rng = np.random.default_rng(seed)
     arrays = {"torch_version": np.array(torch.__version__)}
@@ -310,6 +453,44 @@ def main():
     write("unet128_legacy", net, 128, (128, 128), (20, 27), legacy=True, seed=4)
 
     write_patchgan()
+    write_community()
+
+
+def _randomize_affine(net, seed):
+    """Affine norms start at weight 1, bias 0, where a lost or swapped scale would not show."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, nn.InstanceNorm2d) and module.affine:
+                module.weight.copy_(1 + 0.5 * torch.randn(module.weight.shape, generator=generator))
+                module.bias.copy_(0.3 * torch.randn(module.bias.shape, generator=generator))
+    return net
+
+
+def write_community():
+    """The community layouts, each in both pickle formats (one .npz of outputs per network)."""
+    affine = functools.partial(nn.InstanceNorm2d, affine=True)
+    instance = nn.InstanceNorm2d  # their code's default: affine=False, no running statistics
+
+    torch.manual_seed(11)  # a fork: blocks named `block`, affine norms, 9 blocks
+    net = _randomize_affine(FamilyGenerator(2, 9, affine, "block"), 11)
+    write("aitorzip_block_affine", net, 4, (16, 20), (15, 14), None, seed=11, both=True)
+
+    torch.manual_seed(12)  # the original's naming with affine norms, 6 blocks, ngf 3
+    net = _randomize_affine(FamilyGenerator(3, 6, affine, "conv_block"), 12)
+    write("aitorzip_conv_block_affine", net, 4, (12, 16), (10, 13), legacy=False, seed=12)
+
+    torch.manual_seed(13)  # `block`, affine-free
+    net = FamilyGenerator(2, 6, instance, "block")
+    write("aitorzip_block", net, 4, (16, 12), (11, 9), legacy=True, seed=13)
+
+    torch.manual_seed(14)
+    net = NamedPartsGenerator(2, 9, instance)
+    write("aladdinpersson", net, 4, (16, 20), (13, 18), None, seed=14, both=True)
+
+    torch.manual_seed(15)
+    net = _randomize_affine(NamedPartsGenerator(2, 6, affine), 15)
+    write("aladdinpersson_affine", net, 4, (12, 12), (9, 14), legacy=False, seed=15)
 
 
 if __name__ == "__main__":

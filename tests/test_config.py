@@ -48,7 +48,7 @@ def test_tutorial_preset_matches_the_tensorflow_tutorial():
     "overrides, fragment",
     [
         ({"crop_size": 300}, "crop_size=300 > load_size=286"),
-        ({"norm": "layer"}, "norm must be one of instance, batch, none"),
+        ({"norm": "layer"}, "norm must be one of instance, instance_affine, batch, none"),
         ({"batch_size": 0}, "batch_size must be a positive integer"),
         ({"lr": -1.0}, "lr must be > 0"),
         ({"pool_size": -1}, "pool_size must be >= 0"),

@@ -16,6 +16,10 @@ def _images(batch, height, width, seed=0):
 
 def test_basic_patchgan_official_parameter_count():
     assert discriminators.build_discriminator("basic", ndf=64).count_params() == 2_764_737
+    # With InstanceNorm2d(affine=True) (counted in PyTorch 2.13 from tests/make_torch_fixtures.py's
+    # NLayerDiscriminator): + 2 x (128 + 256 + 512).
+    model = discriminators.build_discriminator("basic", ndf=64, norm="instance_affine")
+    assert model.count_params() == 2_766_529
 
 
 def test_basic_patchgan_gives_30x30_logits_at_256():

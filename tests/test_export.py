@@ -543,3 +543,42 @@ def test_warmup_file_parses_to_a_request_the_model_answers(exported):
     translated = tf.io.decode_png(answer[0]).numpy()
     want = images.to_uint8(_keras_reference(exported["model"].g_ab, image[None])[0])
     np.testing.assert_array_equal(translated, want)
+
+
+@pytest.mark.slow(seconds=50)
+def test_affine_instance_norm_exports_to_every_format(tmp_path):
+    """--norm=instance_affine: gamma and beta (set away from their initial 1 and 0, else the
+    layer computes the affine-free norm and a lost scale would go unseen) are in every format:
+    the SavedModel equals the Keras model within float32 rounding, TFLite and ONNX the SavedModel
+    within a uint8 level (export's own check, and here at a size that is not a multiple of 4)."""
+    cfg = config.preset("tiny", norm="instance_affine", precision="float32")
+    run_dir = str(tmp_path / "run")
+    model = fixtures.make_run(run_dir, step=1, norm="instance_affine")
+    rng = np.random.default_rng(0)
+    norms = [v for v in model.g_ab.weights if v.path.endswith(("/gamma", "/beta"))]
+    assert len(norms) == 2 * 17
+    for v in norms:
+        shift = 1.0 if v.path.endswith("/gamma") else 0.0
+        v.assign(shift + rng.uniform(-0.5, 0.5, v.shape).astype(np.float32))
+    shutil.rmtree(checkpoints.checkpoint_dir(run_dir))
+    checkpoints.Checkpointer(model.checkpoint_objects(), run_dir).save(1)
+    assert rundir.require_config(run_dir).model.norm == cfg.model.norm
+
+    paths = export.export_run(
+        run_dir, str(tmp_path / "models"), directions=("a2b",), formats="saved_model,tflite,onnx"
+    )
+    batch = np.stack([fixtures.random_image(45, 30, seed=s) for s in (0, 1)])
+    saved = tf.saved_model.load(paths["saved_model"]["a2b"])
+    want = saved.signatures[export.TENSOR_SIGNATURE](images=tf.constant(batch))
+    reference = _keras_reference(model.g_ab, batch)
+    np.testing.assert_allclose(want["images_float"].numpy(), reference, rtol=0, atol=1e-4)
+    plain = generators.build_generator("resnet_6blocks", ngf=8)  # the same convs, no affine part
+    affine_ids = {id(v) for v in norms}
+    convs = [w for w in model.g_ab.weights if id(w) not in affine_ids]
+    for source, target in zip(convs, plain.weights, strict=True):
+        target.assign(source)
+    assert np.abs(_keras_reference(plain, batch) - reference).max() > 0.1
+    for fmt in ("tflite", "onnx"):
+        assert export.read_export_info(paths[fmt]["a2b"])["check"]["max_uint8_difference"] <= 1
+        got = export.load_file(paths[fmt]["a2b"])(batch)
+        assert np.abs(got["translated"].astype(int) - want["images"].numpy()).max() <= 1, fmt

@@ -22,6 +22,10 @@ def _images(batch, height, width, seed=0):
     [
         ("resnet_9blocks", "instance", 11_378_179),
         ("resnet_6blocks", "instance", 7_837_699),
+        # The same with InstanceNorm2d(affine=True) (counted in PyTorch 2.13 from
+        # tests/make_torch_fixtures.py's ResnetGenerator): + 2 x the norms' channels.
+        ("resnet_9blocks", "instance_affine", 11_388_675),
+        ("resnet_6blocks", "instance_affine", 7_845_123),
         # The official pix2pix UnetGenerator (checked against it in PyTorch). The often quoted
         # 54,414,979 is the TensorFlow pix2pix tutorial's generator, which also batch-normalizes
         # the innermost downsampling (+2 x 512).

@@ -113,7 +113,7 @@ def test_none_norm_is_identity():
 
 
 def test_unknown_norm_raises():
-    with pytest.raises(ValueError, match="norm must be one of instance, batch, none"):
+    with pytest.raises(ValueError, match="norm must be one of instance, instance_affine, batch"):
         layers.normalization("layer")
 
 
@@ -147,9 +147,74 @@ def test_bfloat16_instance_norm_is_the_float32_one_rounded(mixed_bfloat16, shape
     np.testing.assert_array_equal(grad.numpy(), grad_reference.numpy())
 
 
+@pytest.mark.parametrize("shape", [(1, 16, 12, 8), (3, 9, 7, 5)])
+def test_affine_instance_norm_equals_group_normalization_with_gradients(shape):
+    """`instance_affine` (PyTorch's InstanceNorm2d(affine=True)): the fused kernel with gamma and
+    beta as its scale and offset, for one image and for a batch (gamma tiled over the N * C
+    channels), against Keras' GroupNormalization(groups=-1) with the same weights: outputs and
+    the gradients of input, gamma and beta equal to float32 rounding (sums over 8 x 8 to 16 x 12
+    pixels: a few 1e-6 relative)."""
+    import tensorflow as tf
+
+    x = tf.constant(3.0 * _random(shape) + 1.5)
+    dy = tf.constant(_random(shape, seed=1))
+    channels = shape[-1]
+    gamma = 1.0 + _random((channels,), seed=2)
+    beta = _random((channels,), seed=3)
+    affine = layers.normalization("instance_affine", epsilon=1e-5)
+    reference = keras.layers.GroupNormalization(groups=-1, epsilon=1e-5)
+    results = []
+    for layer in (affine, reference):
+        layer.build(shape)
+        layer.gamma.assign(gamma)
+        layer.beta.assign(beta)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x) * dy)
+        grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        results.append([layer(x).numpy()] + [g.numpy() for g in grads])
+    assert [w.shape for w in affine.trainable_weights] == [(channels,), (channels,)]
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_affine_instance_norm_starts_as_the_affine_free_one_and_round_trips():
+    # PyTorch initialises InstanceNorm2d's weight to 1 and bias to 0 (the official init_weights
+    # touches BatchNorm2d only): a fresh affine layer computes exactly the affine-free one.
+    x = 3.0 * _random((1, 6, 5, 4)) + 1.5
+    affine = layers.normalization("instance_affine")
+    np.testing.assert_array_equal(
+        np.asarray(affine(x)), np.asarray(layers.normalization("instance")(x))
+    )
+    config = affine.get_config()
+    assert config["affine"] is True and config["epsilon"] == 1e-5
+    clone = layers.InstanceNormalization.from_config(config)
+    assert clone.affine and clone.center and clone.scale
+    plain = layers.InstanceNormalization.from_config(layers.normalization("instance").get_config())
+    assert not plain.affine and plain.weights == []
+
+
+def test_bfloat16_affine_instance_norm_keeps_float32_weights(mixed_bfloat16):
+    """Under mixed_bfloat16 gamma and beta stay float32 variables and are read unrounded (the
+    fused kernel takes them in float32): the output equals the float32 layer's, rounded once."""
+    import tensorflow as tf
+
+    mixed = layers.normalization("instance_affine")
+    reference = layers.InstanceNormalization(affine=True, dtype="float32")
+    x = tf.cast(_random((1, 8, 6, 5)) * 3 + 1, tf.bfloat16)
+    for layer in (mixed, reference):
+        layer.build(x.shape)
+        layer.gamma.assign(1.0 + _random((5,), seed=2))
+        layer.beta.assign(_random((5,), seed=3))
+    assert mixed.gamma.dtype == "float32" and mixed.compute_dtype == "bfloat16"
+    y = mixed(x)
+    assert y.dtype == tf.bfloat16
+    np.testing.assert_array_equal(y.numpy(), tf.cast(reference(x), tf.bfloat16).numpy())
+
+
 def test_use_bias_only_with_instance_norm():
     # The official `use_bias = norm_layer == nn.InstanceNorm2d`.
-    assert layers.use_bias("instance")
+    assert layers.use_bias("instance") and layers.use_bias("instance_affine")
     assert not layers.use_bias("batch") and not layers.use_bias("none")
 
 

@@ -6,16 +6,17 @@ these tests do not need PyTorch.
 """
 
 import hashlib
-import io
 import json
 import os
 import pickle
+import re
 import zipfile
 
 import fixtures
 import numpy as np
 import PIL.Image
 import pytest
+from test_torch_pickle import _legacy, _rewrite_zip, _System, _zip
 
 from cyclegan_tf import (
     checkpoints,
@@ -40,11 +41,6 @@ FIXTURES = {
     "resnet6_dropout": (pretrained.Layout("resnet_6blocks", 2, dropout=True), 36, 0, "zip"),
     "unet128_legacy": (pretrained.Layout("unet_128", 1), 28, 0, "legacy"),
 }
-_LEGACY_HEADER = (
-    0x1950A86A20F9469CFC6C,
-    1001,
-    {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4}},
-)
 
 
 def _path(name):
@@ -128,12 +124,69 @@ def test_keras_generator_reproduces_torch_outputs(name, models):
     assert np.abs(reference["y_even"]).max() > 0.5  # a real signal, not a near-zero output
 
 
+# Community layouts (tests/make_torch_fixtures.py, write_community): file -> (reference, layout).
+_AITORZIP = {"family": "aitorzip"}
+_ALADDIN = {"family": "aladdinpersson", "down_padding": "reflect"}
+COMMUNITY = {
+    "aitorzip_block_affine_legacy": (
+        "aitorzip_block_affine",
+        pretrained.Layout(
+            "resnet_9blocks", 2, False, "instance_affine", block_name="block", **_AITORZIP
+        ),
+    ),
+    "aitorzip_block_affine_zip": (
+        "aitorzip_block_affine",
+        pretrained.Layout(
+            "resnet_9blocks", 2, False, "instance_affine", block_name="block", **_AITORZIP
+        ),
+    ),
+    "aitorzip_conv_block_affine": (
+        "aitorzip_conv_block_affine",
+        pretrained.Layout("resnet_6blocks", 3, False, "instance_affine", **_AITORZIP),
+    ),
+    "aitorzip_block": (
+        "aitorzip_block",
+        pretrained.Layout("resnet_6blocks", 2, block_name="block", **_AITORZIP),
+    ),
+    "aladdinpersson_legacy": ("aladdinpersson", pretrained.Layout("resnet_9blocks", 2, **_ALADDIN)),
+    "aladdinpersson_zip": ("aladdinpersson", pretrained.Layout("resnet_9blocks", 2, **_ALADDIN)),
+    "aladdinpersson_affine": (
+        "aladdinpersson_affine",
+        pretrained.Layout("resnet_6blocks", 2, False, "instance_affine", **_ALADDIN),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", COMMUNITY)
+def test_community_layouts_reproduce_torch_outputs(name):
+    """Each family's file (both pickle formats), recognised from names and shapes, imported and
+    run at a size that is a multiple of 4 and one that is not: PyTorch's outputs within float32
+    rounding (measured: a few 1e-6), so within one uint8 level."""
+    reference_name, layout = COMMUNITY[name]
+    state_dict = pretrained.load_state_dict(_path(name))
+    inferred = pretrained.infer_layout(state_dict, name)
+    assert inferred == layout
+    assert inferred.dropped_keys == ()
+    model = pretrained.to_keras(state_dict, inferred)
+    reference = np.load(os.path.join(DATA, f"{reference_name}.npz"))
+    x_even, x_odd = _float(reference["x_even"]), _float(reference["x_odd"])
+    assert x_odd.shape[1] % 4 and x_odd.shape[2] % 4
+    y_even = np.asarray(model(x_even, training=False))
+    y_odd = np.asarray(inference.pad_run_crop(model, x_odd, 4))
+    for got, want in ((y_even, reference["y_even"]), (y_odd, reference["y_odd"])):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+        levels = np.abs(np.round((got + 1) * 127.5) - np.round((want + 1) * 127.5))
+        assert levels.max() <= 1
+    assert np.abs(reference["y_even"]).max() > 0.5
+
+
 def test_official_size_parameter_count():
     # resnet_9blocks at ngf 64 as the official files hold it: 48 tensors, 11,378,179 values.
     model = generators.build_generator("resnet_9blocks", ngf=64)
     layout = pretrained.Layout("resnet_9blocks", 64)
     entries = pretrained._entries(layout)
-    params, _ = pretrained._expected_keys(entries)
+    params, _ = pretrained._expected_keys(layout)
     assert len(params) == 48
     assert params[0] == "model.1.weight" and params[-1] == "model.26.bias"
     assert "model.19.weight" in params and "model.18.conv_block.5.weight" in params
@@ -159,22 +212,6 @@ def test_misshapen_tensor_is_named():
 
 
 # -- import_torch ------------------------------------------------------------------------------
-
-
-def _rewrite_zip(source, target, edits):
-    """Copies zip `source` to `target`, passing each member whose name ends with a key of `edits`
-    through its function (bytes -> bytes)."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(source) as old, zipfile.ZipFile(buffer, "w") as new:
-        for info in old.infolist():
-            data = old.read(info.filename)
-            for suffix, edit in edits.items():
-                if info.filename.endswith(suffix):
-                    data = edit(data)
-            new.writestr(info, data)
-    with open(target, "wb") as f:
-        f.write(buffer.getvalue())
-    return str(target)
 
 
 def _negate_floats(data):
@@ -205,7 +242,9 @@ def test_import_writes_a_run_that_load_run_translates_identically(tmp_path):
         record = json.load(f)
     assert record["directions"] == ["a2b", "b2a"]
     layout = {"generator": "resnet_6blocks", "ngf": 2, "dropout": True, "norm": "instance"}
-    assert record["layout"] == layout
+    assert {k: record["layout"][k] for k in layout} == layout
+    assert record["layout"]["family"] == "junyanz"
+    assert "6 blocks model.10-15.conv_block" in record["layout"]["found"]
     for direction, path in (("a2b", a2b), ("b2a", b2a)):
         with open(path, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()
@@ -309,14 +348,18 @@ def test_unknown_layouts_are_refused_naming_the_key():
     refused(
         {**base, "model.27.weight": base["model.26.weight"]}, r"unexpected key 'model\.27\.weight'"
     )
-    refused({**base, "model.2.weight": np.ones(2, np.float32)}, r"'model\.2\.weight'.*affine-free")
+    refused({**base, "model.5.weight": np.ones(4, np.float32)}, r"'model\.5\.weight'.*all affine")
     missing = dict(base)
     del missing["model.22.bias"]
-    refused(missing, r"key 'model\.22\.bias' of a resnet_9blocks generator is missing")
+    refused(missing, r"key 'model\.22\.bias' of the junyanz ResnetGenerator .* is missing")
     discriminator = {"model.0.weight": np.zeros((64, 3, 4, 4)), "model.0.bias": np.zeros(64)}
-    refused(discriminator, r"unexpected key 'model\.0\.weight'")
+    refused(discriminator, r"no known generator layout: it has keys like 'model\.0\.weight'")
     five_blocks = {k: v for k, v in base.items() if not k.startswith(("model.14.", "model.15."))}
-    refused(five_blocks, "with 7 residual blocks; only 6 and 9")
+    refused(
+        five_blocks,
+        r"x\.pth: model\.10\.conv_block\.\* looks like official blocks with affine-free norm, "
+        r"but 7 residual blocks were found; 6 or 9 \(resnet_6blocks, resnet_9blocks\) can be",
+    )
     refused({}, "matches no known generator layout")
 
 
@@ -333,32 +376,7 @@ def test_import_refuses_a_file_with_an_unknown_key(tmp_path):
     assert os.listdir(tmp_path) == ["renamed.pth"]
 
 
-# -- unsafe and corrupt files ------------------------------------------------------------------
-
-
-class _System:
-    """Pickles as a call of os.system (what a malicious .pth does)."""
-
-    def __init__(self, command):
-        self.command = command
-
-    def __reduce__(self):
-        return (os.system, (self.command,))
-
-
-def _legacy(payload):
-    """The legacy .pth framing around `payload` (the position of the state_dict pickle)."""
-    header = b"".join(pickle.dumps(obj, protocol=2) for obj in _LEGACY_HEADER)
-    return header + payload + pickle.dumps([], protocol=2)
-
-
-def _zip(payload):
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("exploit/data.pkl", payload)
-        archive.writestr("exploit/byteorder", "little")
-        archive.writestr("exploit/version", "3\n")
-    return buffer.getvalue()
+# -- unsafe files (more in tests/test_torch_pickle.py) ---------------------------------------
 
 
 @pytest.mark.parametrize("frame", [_legacy, _zip], ids=["legacy", "zip"])
@@ -381,64 +399,6 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path, frame):
     assert not marker.exists()
     assert not run_dir.exists()
     assert sorted(os.listdir(tmp_path)) == ["control", "evil.pth"]
-
-
-@pytest.mark.parametrize(
-    "payload, match",
-    [
-        # torch.load(weights_only=False) would call these; a state_dict never references them.
-        (b"\x80\x02ctorch.storage\n_load_from_bytes\nq\x00.", "torch.storage._load_from_bytes"),
-        (b"\x80\x02cbuiltins\neval\nq\x00.", "builtins.eval"),
-        # BUILD on an allowed global: setting attributes of our stand-ins is refused too.
-        (
-            b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n}X\x01\x00\x00\x00aK\x01sb.",
-            "sets the state",
-        ),
-        # Calling a storage class (legacy torch pickled storages that way): refused.
-        (b"\x80\x02ctorch\nFloatStorage\n)R.", "calls torch.FloatStorage"),
-    ],
-)
-def test_other_unneeded_globals_are_refused(tmp_path, payload, match):
-    weights = tmp_path / "evil.pth"
-    weights.write_bytes(_legacy(payload))
-    with pytest.raises(pretrained.PretrainedError, match=match):
-        pretrained.load_state_dict(str(weights))
-
-
-def test_a_bare_pickle_is_not_a_state_dict_file(tmp_path):
-    marker = tmp_path / "pwned"
-    weights = tmp_path / "evil.pth"
-    weights.write_bytes(pickle.dumps(_System(f"touch {marker}"), protocol=2))
-    with pytest.raises(pretrained.PretrainedError, match="is not a PyTorch state_dict file"):
-        pretrained.load_state_dict(str(weights))
-    assert not marker.exists()
-
-
-def test_corrupt_files_are_refused_in_one_line(tmp_path):
-    with open(_path("resnet6_legacy"), "rb") as f:
-        legacy = f.read()
-    (tmp_path / "truncated.pth").write_bytes(legacy[:-100])
-    (tmp_path / "not_a_dict.pth").write_bytes(_legacy(pickle.dumps([1, 2], protocol=2)))
-    _rewrite_zip(_path("resnet9_zip"), tmp_path / "short.pth", {"/data/0": lambda b: b[:-4]})
-    with (
-        zipfile.ZipFile(_path("resnet9_zip")) as old,
-        zipfile.ZipFile(tmp_path / "compressed.pth", "w", zipfile.ZIP_DEFLATED) as new,
-    ):
-        for name in old.namelist():
-            new.writestr(name, old.read(name))  # deflated: a zip bomb could hide there
-    expected = {
-        "truncated.pth": "the file is truncated",
-        "not_a_dict.pth": "it holds a list, not a state_dict",
-        "short.pth": "resnet9_zip/data/0 is missing or not 1176 bytes long",
-        "compressed.pth": "resnet9_zip/byteorder is compressed, which torch.save never does",
-        "missing.pth": "cannot read",
-    }
-    for name, reason in expected.items():
-        path = str(tmp_path / name)
-        with pytest.raises(pretrained.PretrainedError) as error:
-            pretrained.load_state_dict(path)
-        message = str(error.value)
-        assert path in message and reason in message and "\n" not in message, message
 
 
 # -- imported runs in the rest of the package ------------------------------------------------
@@ -585,3 +545,190 @@ def test_cli_import_torch_end_to_end(tmp_path):
     proc = _cli("import-torch", f"--weights={evil}", f"--output_dir={tmp_path / 'evil_run'}")
     _one_line_exit_2(proc, "the file may be malicious")
     assert not marker.exists() and sorted(os.listdir(tmp_path)) == before
+
+
+# -- keras-io's generator (Keras weights) ------------------------------------------------------
+
+
+def _keras_io_generator(filters=4, n_blocks=6, epsilon=1e-3, name="generator_G", seed=0):
+    """keras-io's CycleGAN get_resnet_generator (examples/generative/cyclegan.py), written here for
+    Keras 3: tfa's InstanceNormalization is GroupNormalization(groups=-1) (epsilon 1e-3, learned
+    gamma and beta), strided convs and transposed convs are Keras "same", no conv bias but the
+    last; its own reflection-padding layer. Weights randomised (gamma around 1)."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="test_keras_io")
+    class ReflectionPadding2D(keras.layers.Layer):
+        def __init__(self, padding=(1, 1), **kwargs):
+            super().__init__(**kwargs)
+            self.padding = tuple(padding)
+
+        def call(self, x):
+            p, q = self.padding
+            return keras.ops.pad(x, [[0, 0], [q, q], [p, p], [0, 0]], mode="reflect")
+
+        def get_config(self):
+            return {**super().get_config(), "padding": self.padding}
+
+    def norm(x):
+        return keras.layers.GroupNormalization(groups=-1, epsilon=epsilon)(x)
+
+    layers = keras.layers
+    inputs = layers.Input((None, None, 3), name=f"{name}_img_input")
+    x = ReflectionPadding2D((3, 3))(inputs)
+    x = layers.Activation("relu")(norm(layers.Conv2D(filters, 7, use_bias=False)(x)))
+    for _ in range(2):
+        filters *= 2
+        x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False)(x)
+        x = layers.Activation("relu")(norm(x))
+    for _ in range(n_blocks):
+        y = layers.Conv2D(filters, 3, use_bias=False)(ReflectionPadding2D()(x))
+        y = layers.Activation("relu")(norm(y))
+        y = norm(layers.Conv2D(filters, 3, use_bias=False)(ReflectionPadding2D()(y)))
+        x = layers.add([x, y])
+    for _ in range(2):
+        filters //= 2
+        x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", use_bias=False)(x)
+        x = layers.Activation("relu")(norm(x))
+    x = layers.Conv2D(3, 7)(ReflectionPadding2D((3, 3))(x))
+    model = keras.Model(inputs, layers.Activation("tanh")(x), name=name)
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        scale = 0.3 if w.path.endswith(("gamma", "beta")) else 0.2
+        base = 1.0 if w.path.endswith("gamma") else 0.0
+        w.assign(base + scale * rng.standard_normal(w.shape).astype(np.float32))
+    return model
+
+
+@pytest.fixture(scope="module")
+def keras_io_files(tmp_path_factory):
+    """keras-io generators saved as .weights.h5, .keras, legacy .h5, and a CycleGan's whole
+    .weights.h5 (gen_G and gen_F), with the models that wrote them."""
+    import keras
+
+    root = tmp_path_factory.mktemp("keras_io")
+    g = _keras_io_generator(seed=0)
+    f = _keras_io_generator(n_blocks=6, name="generator_F", seed=1)
+    g.save_weights(str(root / "g.weights.h5"))
+    g.save(str(root / "g.keras"))
+    g.save(str(root / "g.h5"))  # Keras' legacy HDF5 format, the layout Keras 2 wrote
+
+    class CycleGan(keras.Model):  # keras-io's model keeps its generators as gen_G, gen_F
+        def __init__(self):
+            super().__init__()
+            self.gen_G, self.gen_F = g, f
+
+        def call(self, x):
+            return self.gen_G(x) + self.gen_F(x)
+
+    cycle = CycleGan()
+    cycle(np.zeros((1, 8, 8, 3), np.float32))
+    cycle.save_weights(str(root / "cyclegan.weights.h5"))
+    return {"root": root, "g": g, "f": f}
+
+
+@pytest.mark.parametrize("file", ["g.weights.h5", "g.keras", "g.h5"])
+def test_keras_io_generator_files_are_imported(keras_io_files, file):
+    path = str(keras_io_files["root"] / file)
+    state_dict, kind, _ = pretrained._read_weights(path, "a2b")
+    assert kind == "keras"
+    layout = pretrained.infer_layout(state_dict, path)
+    expected = {
+        "generator": "resnet_6blocks",
+        "ngf": 4,
+        "dropout": False,
+        "norm": "instance_affine",
+        "norm_epsilon": 1e-3,
+        "down_padding": "keras_same",
+        "upsampling": "keras_same",
+        "conv_bias": "output_only",
+    }
+    assert layout.family == "keras_io" and layout.architecture() == expected
+    model = pretrained.to_keras(state_dict, layout)
+    rng = np.random.default_rng(3)
+    for height, width in ((16, 20), (13, 18)):  # a multiple of 4 and not
+        x = _float(rng.integers(0, 256, (1, height, width, 3), np.uint8))
+        want = np.asarray(
+            inference.pad_run_crop(keras_io_files["g"], x, 4)
+        )  # the source model, padded alike
+        got = np.asarray(inference.pad_run_crop(model, x, 4))
+        # Same layers, same order of operations (the instance norm fused vs moments): float32
+        # rounding through ~20 layers, measured ~1e-6.
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+        assert np.abs(want).max() > 0.5
+
+
+def test_keras_io_cyclegan_weights_give_both_directions(keras_io_files, tmp_path):
+    path = str(keras_io_files["root"] / "cyclegan.weights.h5")
+    run_dir = str(tmp_path / "run")
+    pretrained.import_torch(path, "a2b", run_dir, weights_b2a=path)
+    config = rundir.require_config(run_dir).model
+    assert (config.norm, config.down_padding, config.upsampling, config.conv_bias) == (
+        "instance_affine",
+        "keras_same",
+        "keras_same",
+        "output_only",
+    )
+    with open(os.path.join(run_dir, pretrained.IMPORTED_FILE)) as f:
+        record = json.load(f)
+    assert record["layout"]["family"] == "keras_io"
+    assert record["sources"]["a2b"]["format"] == "keras"
+    run = inference.load_run(run_dir, precision="float32")
+    x = _float(np.random.default_rng(4).integers(0, 256, (1, 12, 16, 3), np.uint8))
+    for direction, source in (("a2b", "g"), ("b2a", "f")):
+        got = np.asarray(run.translator(direction).translate_float(x))
+        want = np.asarray(keras_io_files[source](x, training=False))
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
+def test_community_refusals_say_what_was_found_and_what_is_needed():
+    def refused(state_dict, match):
+        with pytest.raises(pretrained.PretrainedError, match=match) as error:
+            pretrained.infer_layout(state_dict, "x.pth")
+        assert "\n" not in str(error.value)
+
+    fork = pretrained.load_state_dict(_path("aitorzip_block_affine_zip"))
+    # The issue's example: a fork with affine norms and `block`, two blocks short of 9.
+    seven = {k: v for k, v in fork.items() if not k.startswith(("model.17.", "model.18."))}
+    refused(
+        seven,
+        r"^x\.pth: model\.10\.block\.\* looks like aitorzip blocks with affine norm, but 7 "
+        r"residual blocks were found; 6 or 9 \(resnet_6blocks, resnet_9blocks\) can be imported",
+    )
+    renamed = {k.replace(".block.", ".res."): v for k, v in fork.items()}
+    refused(renamed, r"its residual blocks are model\.N\.res\.\*; blocks named model\.N\.conv_bl")
+    one_affine = {k: v for k, v in fork.items() if not k.startswith("model.5.")}
+    refused(one_affine, r"key 'model\.5\.weight' of the aitorzip ResnetGenerator .* is missing")
+    aladdin = pretrained.load_state_dict(_path("aladdinpersson_zip"))
+    four = {k: v for k, v in aladdin.items() if not re.match(r"res_blocks\.[4-8]\.", k)}
+    refused(four, r"res_blocks\.\* looks like aladdinpersson's Generator .* but 4 residual blocks")
+    # A recognised layout with a tensor of the wrong shape names the tensor.
+    layout = pretrained.infer_layout(fork)
+    bad = {**fork, "model.13.block.2.weight": np.ones(5, np.float32)}
+    with pytest.raises(pretrained.PretrainedError, match=r"model\.13\.block\.2\.weight has shape"):
+        pretrained.to_keras(bad, layout)
+
+
+def test_init_from_a_community_file_takes_its_generator_variant(tmp_path):
+    """train --init_from=<aladdinpersson .pth>: the variant without flags (reflect-padded
+    downsampling) comes from the file (`source_architecture`, which train applies first); the
+    flagged fields must be passed, else one line names the flag."""
+    weights = _path("aladdinpersson_zip")
+    cfg = config.preset("tiny", generator="resnet_9blocks", ngf=2, precision="float32")
+    adopted = pretrained.source_architecture(cfg, weights)
+    assert adopted.model.down_padding == "reflect" and cfg.model.down_padding == "zeros"
+    model = trainer.CycleGAN(adopted, steps_per_epoch=8)
+    record = pretrained.init_generators(
+        {"a2b": model.g_ab, "b2a": model.g_ba}, weights, adopted.model
+    )
+    assert record["layout"]["a2b"]["family"] == "aladdinpersson"
+    reference = np.load(os.path.join(DATA, "aladdinpersson.npz"))
+    got = np.asarray(inference.pad_run_crop(model.g_ab, _float(reference["x_odd"]), 4))
+    np.testing.assert_allclose(got, reference["y_odd"], rtol=0, atol=1e-4)
+    with pytest.raises(pretrained.PretrainedError, match=r"down_padding='reflect'.*zeros") as error:
+        pretrained.init_generators({"a2b": model.g_ab}, weights, cfg.model)
+    assert "\n" not in str(error.value)
+    with pytest.raises(pretrained.PretrainedError, match=r"pass --norm=instance_affine"):
+        affine = _path("aladdinpersson_affine")
+        six = pretrained.source_architecture(config.preset("tiny", ngf=2), affine)
+        pretrained.init_generators({"a2b": model.g_ab}, affine, six.model)

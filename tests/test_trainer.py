@@ -32,6 +32,25 @@ def test_step_returns_every_loss_and_updates_all_networks():
     assert float(out["lr"]) == pytest.approx(2e-4)
 
 
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_affine_instance_norm_trains_its_scale_and_offset(precision):
+    # --norm=instance_affine: every network's norms hold gamma (1 at first) and beta (0), which
+    # one Adam step moves (by about the learning rate: Adam's first step is lr * sign).
+    model = _model(norm="instance_affine", precision=precision)
+    norms = [
+        v
+        for v in model.generator_variables + model.discriminator_variables
+        if v.path.endswith(("/gamma", "/beta"))
+    ]
+    assert len(norms) == 2 * 2 * (3 + 2 * 6 + 2) + 2 * 2 * 3  # 2 G x 17 norms, 2 D x 3 norms
+    assert all(v.dtype == "float32" for v in norms)
+    before = [v.numpy().copy() for v in norms]
+    out = model.train_step(_images(1), _images(2))
+    assert all(np.isfinite(float(v)) for v in out.values())
+    moved = [float(np.abs(v.numpy() - b).max()) for v, b in zip(norms, before)]
+    assert all(0 < m <= 2.1e-4 for m in moved), moved
+
+
 def test_identity_weight_zero_drops_the_identity_terms():
     out = _model(lambda_identity=0.0).train_step(_images(1), _images(2))
     assert "g/idt_a" not in out and "g/idt_b" not in out
