@@ -445,12 +445,14 @@ def test_two_workers_train_like_two_mirrored_devices_and_resume_after_sigterm(tm
     uninterrupted = _variables(tf.train.latest_checkpoint(str(run_dir / "checkpoints")))
     _close_to_mirrored(_restored_model(mirrored_dir), _restored_model(run_dir), MW_STEPS)
 
-    # 3. SIGTERM to the worker that is not the chief once training runs: both save the same
-    #    step and exit 143. This worker gets an --output_dir of its own, which must stay absent:
-    #    a new run reads nothing there and writes nothing anywhere but the chief's directory.
+    # 3. SIGTERM to the worker that is not the chief once the loop starts (during the first
+    #    step, which traces for seconds; after it the 8 steps take ~3 s, which a loaded host
+    #    spent before the signal arrived): both save the same step and exit 143. This worker
+    #    gets an --output_dir of its own, which must stay absent: a new run reads nothing there
+    #    and writes nothing anywhere but the chief's directory.
     resumed_dir, elsewhere = tmp_path / "resumed", tmp_path / "not_the_chief"
     with _Workers(tmp_path, [resumed_dir, elsewhere]) as workers:
-        workers.wait_for(0, "First step finished", timeout=300)
+        workers.wait_for(0, "Starting at step", timeout=300)
         workers.procs[1].send_signal(signal.SIGTERM)
         codes = workers.finish(timeout=120)
     assert codes == [128 + signal.SIGTERM] * 2, workers.text(0)[-2000:] + workers.text(1)
