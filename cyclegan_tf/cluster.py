@@ -326,6 +326,8 @@ class StopSignals:
             self._previous = {
                 sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
             }
+        else:
+            self._install()
         if in_cluster and not self._in_cluster:
             self._in_cluster = True
             self._start_watcher()
@@ -341,12 +343,22 @@ class StopSignals:
         """The cluster's runtime is up: from now on a stop not agreed within GRACE_SECONDS ends
         this worker alone."""
         self._joined = True
+        self._install()
         if self.signum is not None and self._deadline_from is None:
             self._deadline_from = time.monotonic()
 
     def agreed(self) -> None:
         """All workers agreed to stop (they save and end together): no deadline any more."""
         self._agreed = True
+
+    def _install(self) -> None:
+        """(Re)installs the handlers inside a block. Needed after the cluster's runtime starts:
+        TensorFlow's coordination service installs its own C-level SIGTERM handler (its
+        preemption notifier) when MultiWorkerMirroredStrategy is created, and Python's handler
+        then never runs (a SIGTERM to a worker was lost; SIGINT was not)."""
+        if self._depth and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
         del frame
