@@ -203,8 +203,7 @@ def translate_video(
     extension = os.path.splitext(output_path)[1].lower()
     if extension not in _MUXERS:
         raise errors.UserError(
-            f"Cannot write a video named {output_path!r}: use one of "
-            f"{', '.join(sorted(_MUXERS))}."
+            f"Cannot write a video named {output_path!r}: use one of {', '.join(sorted(_MUXERS))}."
         )
     temporary = f"{output_path}.tmp-{os.getpid()}"
     start = time.perf_counter()
@@ -212,7 +211,13 @@ def translate_video(
         try:
             with av.open(path, "r") as source:
                 summary = _translate_container(
-                    av, source, temporary, extension, translate_batch, batch_frames, on_frames,
+                    av,
+                    source,
+                    temporary,
+                    extension,
+                    translate_batch,
+                    batch_frames,
+                    on_frames,
                     max_frames,
                 )
         except av.FFmpegError as e:
