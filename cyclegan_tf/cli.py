@@ -449,9 +449,9 @@ def _demo() -> int:
     _require("demo", "model")
     from cyclegan_tf import demo
 
-    # Before the seconds of importing TensorFlow and loading the model: the extra and the port.
-    demo.require()
+    # Before the seconds of importing Gradio, TensorFlow and the model: the port, the extra.
     demo.check_port(FLAGS.host, FLAGS.port)
+    demo.require()
     directions = None  # unless asked: every direction the model has
     if FLAGS["direction"].present:
         directions = ("a2b", "b2a") if FLAGS.direction == "both" else (FLAGS.direction,)

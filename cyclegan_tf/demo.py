@@ -34,6 +34,7 @@ DEFAULT_PORT = 7860  # Gradio's own default
 # A "short video": 30 s at 30 fps. At 256 px a CPU translates a few frames/s (README, Video), so
 # this is minutes of work already; longer videos are for `cyclegan-tf translate`.
 MAX_VIDEO_FRAMES = 900
+IMAGE_HEIGHT = 320  # CSS pixels: small images are shown scaled up, large ones scaled down
 DIRECTION_LABELS = {"a2b": "A → B (g_ab)", "b2a": "B → A (g_ba)"}
 
 TranslateFn = Callable[[np.ndarray], np.ndarray]
@@ -151,6 +152,7 @@ def build_app(translators: dict[str, TranslateFn], info: str, *, title: str = "c
                     image_mode="RGB",
                     label="Input",
                     sources=["upload", "clipboard"],
+                    height=IMAGE_HEIGHT,
                     elem_id="image_in",
                 )
                 image_out = gr.Image(
@@ -159,6 +161,7 @@ def build_app(translators: dict[str, TranslateFn], info: str, *, title: str = "c
                     label="Translation",
                     interactive=False,
                     buttons=["download", "fullscreen"],
+                    height=IMAGE_HEIGHT,
                     elem_id="image_out",
                 )
             image_button = gr.Button("Translate", variant="primary", elem_id="translate_image")
