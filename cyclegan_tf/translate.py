@@ -126,7 +126,7 @@ def translate(
             if source in videos:
                 if no_video is not None:
                     raise no_video
-                _translate_video(source, target, loaded.images, progress)
+                _translate_video(source, target, loaded, progress)
             else:
                 with open(source, "rb") as f:
                     data = f.read()
@@ -363,13 +363,15 @@ def _file_model(path: str, direction: str) -> LoadedModel:
     )
 
 
-def _translate_video(
-    source: str, target: str, translate_images: Callable[[np.ndarray], np.ndarray], progress
-) -> None:
+def _translate_video(source: str, target: str, loaded: LoadedModel, progress) -> None:
     """One video through `video.translate_video`, with a progress line per video."""
     name = os.path.basename(source)
     done = video.translate_video(
-        source, target, translate_images, on_frames=lambda n, total: progress.frames(name, n, total)
+        source,
+        target,
+        loaded.images,
+        batch_frames=video.batch_frames(loaded.precision),
+        on_frames=lambda n, total: progress.frames(name, n, total),
     )
     rate = f" at {float(done.rate):.4g} fps" if done.rate else ""
     audio = f", {done.audio_streams} audio stream(s) copied" if done.audio_streams else ""
