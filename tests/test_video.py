@@ -144,8 +144,8 @@ def test_translate_keeps_frames_rate_size_and_audio(setup, tmp_path, capsys):
             written = container.streams.video[0].codec_context.name
             assert written == {"libx264": "h264", "libvpx-vp9": "vp9"}.get(codec, codec), name
         want = _per_frame(loaded, frames)
-        if codec == "ffv1":
-            np.testing.assert_array_equal(got, want)
+        if codec == "ffv1":  # lossless; batched vs per frame: one level at most (see above)
+            assert np.abs(got.astype(int) - want.astype(int)).max() <= 1, name
             continue
         # Lossy: what the pixel format keeps of the translation (4:2:0 halves the colour
         # resolution), then the codec's quantisation at high quality (x264 CRF 18, VP9 CRF 24)
