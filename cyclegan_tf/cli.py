@@ -5,6 +5,7 @@
     cyclegan-tf translate --model=runs/quick --direction=a2b --input=photos/ --output=out/
     cyclegan-tf evaluate --model=runs/quick --direction=both --dataset=builtin --output=fid.json
     cyclegan-tf import-torch --weights=horse2zebra.pth --direction=a2b --output_dir=runs/h2z
+    cyclegan-tf demo --model=runs/quick --port=7860
 
 Exit codes: 0 done, 2 user error (one line on stderr, no traceback), 1 anything else,
 130/143 interrupted by SIGINT/SIGTERM after saving a checkpoint (143 also on a worker of a
@@ -24,10 +25,10 @@ from absl import app, flags
 from cyclegan_tf import cluster, errors, hardware, nativelog, rundir
 from cyclegan_tf import config as config_lib
 
-COMMANDS = ("train", "export", "translate", "evaluate", "import-torch")
+COMMANDS = ("train", "export", "translate", "evaluate", "import-torch", "demo")
 USAGE = (
-    "usage: cyclegan-tf {train,export,translate,evaluate,import-torch} [--flags]  (cyclegan-tf "
-    "--help lists the flags; --flagfile=FILE reads them from a file)"
+    "usage: cyclegan-tf {train,export,translate,evaluate,import-torch,demo} [--flags]  "
+    "(cyclegan-tf --help lists the flags; --flagfile=FILE reads them from a file)"
 )
 
 # -- train -----------------------------------------------------------------------------------
@@ -169,17 +170,22 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "model",
     None,
-    "translate, evaluate: a run directory, an export (base, model or version directory) or a "
-    ".tflite/.onnx file.",
+    "translate, evaluate, demo: a run directory, an export (base, model or version directory) or "
+    "a .tflite/.onnx file.",
 )
 flags.DEFINE_enum(
     "direction",
     "a2b",
     ["a2b", "b2a", "both"],
     "translate: the direction (a2b or b2a). evaluate: a2b, b2a or both. import-torch: what "
-    "--weights translates.",
+    "--weights translates. demo: the direction(s) served (default: every one the model has).",
 )
-flags.DEFINE_string("input", None, "translate: an image file, a folder, or a glob.")
+flags.DEFINE_string(
+    "input",
+    None,
+    "translate: an image or video file (mp4, mov, mkv, webm, animated gif; videos need "
+    "'cyclegan-tf[video]'), a folder, or a glob.",
+)
 flags.DEFINE_string(
     "output",
     None,
@@ -201,6 +207,11 @@ flags.DEFINE_string(
     "import-torch: the generator's weights: a PyTorch .pth (junyanz, aitorzip family, "
     "aladdinpersson) or keras-io's Keras weights (.h5, .weights.h5, .keras).",
 )
+# -- demo --------------------------------------------------------------------------------------
+flags.DEFINE_string(
+    "host", "127.0.0.1", "demo: the address to listen on (0.0.0.0: every interface, the network)."
+)
+flags.DEFINE_integer("port", 7860, "demo: the port to listen on.", lower_bound=1, upper_bound=65535)
 flags.DEFINE_string(
     "weights_b2a",
     None,
@@ -451,6 +462,28 @@ def _import_torch() -> int:
     return 0
 
 
+def _demo() -> int:
+    _require("demo", "model")
+    from cyclegan_tf import demo
+
+    # Before the seconds of importing Gradio, TensorFlow and the model: the port, the extra.
+    demo.check_port(FLAGS.host, FLAGS.port)
+    demo.require()
+    directions = None  # unless asked: every direction the model has
+    if FLAGS["direction"].present:
+        directions = ("a2b", "b2a") if FLAGS.direction == "both" else (FLAGS.direction,)
+    _import_tensorflow_quietly()
+    demo.serve(
+        FLAGS.model,
+        directions=directions,
+        checkpoint=FLAGS.checkpoint,
+        precision=FLAGS.precision,
+        host=FLAGS.host,
+        port=FLAGS.port,
+    )
+    return 0
+
+
 def _check_dataset_folder(dataset: str) -> None:
     """The folder checks that need no TensorFlow (`config.check_dataset_folder`, which data.load
     applies too), before the seconds of importing TensorFlow."""
@@ -495,6 +528,7 @@ def main(argv: list[str]) -> int:
         "translate": _translate,
         "evaluate": _evaluate,
         "import-torch": _import_torch,
+        "demo": _demo,
     }[command]
     try:
         return handler()

@@ -11,7 +11,9 @@ the decoding and encoding done around them here, so every kind of model gives th
 
 File naming: every input `name.ext` is written as `<output>/name.png` (PNG is lossless and keeps the
 translation exact); when several inputs share a base name (`cat.jpg`, `cat.bmp`) each of them keeps
-its full name instead (`cat.jpg.png`, `cat.bmp.png`).
+its full name instead (`cat.jpg.png`, `cat.bmp.png`). Videos (`video.is_video_file`: mp4, mov, mkv,
+webm, animated GIF) are translated frame by frame by `video.translate_video` with the same model
+and written under their own name (`<output>/clip.mp4`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cyclegan_tf import checkpoints, devices, errors, export, inference, rundir
+from cyclegan_tf import checkpoints, devices, errors, export, inference, rundir, video
 from cyclegan_tf import config as config_lib
 from cyclegan_tf import images as images_lib
 from cyclegan_tf import precision as precision_lib
@@ -63,11 +65,13 @@ def translate(
     verbose: bool = True,
     precision: str | None = None,
 ) -> TranslateSummary:
-    """Translates image files with a run directory, a SavedModel export or a TFLite/ONNX file.
+    """Translates image and video files with a run directory, an export or a TFLite/ONNX file.
 
     Every image is translated at its own size (see `inference.pad_run_crop`) and written as PNG
-    (see the module docstring for names). A file that cannot be read or decoded is reported on
-    stderr by name and skipped; the rest continue.
+    (see the module docstring for names); every video frame by frame into a video of the same
+    container (`video.translate_video`; needs PyAV, the `[video]` extra: without it each video is
+    skipped with one line naming the install command, and images are still translated). A file
+    that cannot be read or decoded is reported on stderr by name and skipped; the rest continue.
 
     Args:
       model: a run directory (config.json + checkpoints/), an exported version directory
@@ -75,8 +79,9 @@ def translate(
         version), the export base directory (`<export_dir>`, the model of `direction`), or a
         `.tflite` / `.onnx` file from `cyclegan-tf export --format=...` (run in ai_edge_litert /
         onnxruntime: check a file where it will run).
-      inputs: an image file, a folder (its files with `images.IMAGE_EXTENSIONS`), or a glob
-        pattern (matching files with those extensions; `**` recurses).
+      inputs: an image or video file, a folder (its files with `images.IMAGE_EXTENSIONS` or
+        `video.VIDEO_EXTENSIONS`), or a glob pattern (matching files with those extensions;
+        `**` recurses).
       output_dir: output folder, created if needed.
       direction: a2b (g_ab) or b2a (g_ba).
       checkpoint: run directories only: a step or checkpoint name (default: the latest).
@@ -95,31 +100,47 @@ def translate(
         made for, or an output folder that would overwrite the inputs.
       checkpoints.CheckpointError: an unusable run directory or checkpoint.
       export.MissingExtraError: a .tflite/.onnx file whose runtime is not installed.
+      video.MissingVideoExtraError: only videos to translate, and PyAV is not installed.
     """
     devices.configure_gpus()  # before anything initialises a GPU (another process may train)
     inference.check_direction(direction)
     files = find_images(inputs)
-    targets = output_names(files, output_dir)
+    videos = {path for path in files if video.is_video_file(path)}
+    targets = output_names(files, output_dir, videos)
+    no_video = None  # without PyAV: why each video is skipped; only videos: the error itself
+    try:
+        if videos:
+            video.require()
+    except video.MissingVideoExtraError as e:
+        if len(videos) == len(files):
+            raise
+        no_video = e
     loaded = load_model(model, direction, checkpoint, precision)
     run, computed_in = loaded.encoded, loaded.precision
 
     os.makedirs(output_dir, exist_ok=True)
     summary = TranslateSummary(direction, output_dir, computed_in)
-    progress = _Progress(len(files), verbose)
+    progress = _Progress(len(files), verbose, unit="files" if videos else "images")
     for i, (source, target) in enumerate(zip(files, targets)):
         try:
-            with open(source, "rb") as f:
-                data = f.read()
-            png = run(tf.constant([data]))["images_bytes"][0].numpy()
-            _write_atomically(target, png)
+            if source in videos:
+                if no_video is not None:
+                    raise no_video
+                _translate_video(source, target, loaded, progress)
+            else:
+                with open(source, "rb") as f:
+                    data = f.read()
+                png = run(tf.constant([data]))["images_bytes"][0].numpy()
+                _write_atomically(target, png)
             summary.written.append(target)
-        except (OSError, tf.errors.OpError) as e:
+        except (OSError, tf.errors.OpError, video.MissingVideoExtraError) as e:
             reason = _error_reason(e)
             summary.failed.append((source, reason))
             progress.message(f"cyclegan-tf: skipped {source}: {reason}")
         progress.update(i + 1)
     if verbose:
-        line = f"Translated {len(summary.written)} of {len(files)} images ({direction}) into "
+        kind = f"files ({len(videos)} videos)" if videos else "images"
+        line = f"Translated {len(summary.written)} of {len(files)} {kind} ({direction}) into "
         line += f"{output_dir} ({computed_in})"
         if summary.failed:
             names = ", ".join(os.path.basename(path) for path, _ in summary.failed[:5])
@@ -130,7 +151,7 @@ def translate(
 
 
 def find_images(inputs: str) -> list[str]:
-    """The files `inputs` names: a file, a folder's image files, or a glob's image files (sorted).
+    """The files `inputs` names: a file, a folder's image and video files, or a glob's (sorted).
 
     Raises:
       ValueError: nothing matches.
@@ -142,25 +163,35 @@ def find_images(inputs: str) -> list[str]:
     else:
         candidates = glob.glob(inputs, recursive=True)
     files = sorted(
-        path for path in candidates if os.path.isfile(path) and images_lib.is_image_file(path)
+        path
+        for path in candidates
+        if os.path.isfile(path) and (images_lib.is_image_file(path) or video.is_video_file(path))
     )
     if not files:
+        extensions = images_lib.IMAGE_EXTENSIONS + video.VIDEO_EXTENSIONS
         raise errors.UserError(
-            f"No input images found for {inputs!r}: give an image file, a folder or a glob "
-            f"matching {'/'.join(images_lib.IMAGE_EXTENSIONS)} files."
+            f"No input images found for {inputs!r}: give an image or video file, a folder or a "
+            f"glob matching {'/'.join(extensions)} files."
         )
     return files
 
 
-def output_names(files: list[str], output_dir: str) -> list[str]:
-    """Output paths: `<output_dir>/<stem>.png`, or `<name>.png` for inputs sharing a stem.
+def output_names(
+    files: list[str], output_dir: str, videos: set[str] | frozenset[str] = frozenset()
+) -> list[str]:
+    """Output paths: `<output_dir>/<stem>.png`, or `<name>.png` for inputs sharing a stem;
+    `<output_dir>/<name>` for the files in `videos` (the container kept).
 
     Raises:
       ValueError: an output would overwrite one of the inputs.
     """
     stems = [os.path.splitext(os.path.basename(path))[0] for path in files]
     names = [
-        f"{stem}.png" if stems.count(stem) == 1 else f"{os.path.basename(path)}.png"
+        video.output_name(path)
+        if path in videos
+        else f"{stem}.png"
+        if stems.count(stem) == 1
+        else f"{os.path.basename(path)}.png"
         for stem, path in zip(stems, files)
     ]
     targets = [os.path.join(output_dir, name) for name in names]
@@ -168,7 +199,7 @@ def output_names(files: list[str], output_dir: str) -> list[str]:
     clash = [t for t in targets if os.path.realpath(t) in sources]
     if clash:
         raise errors.UserError(
-            f"The output {clash[0]!r} would overwrite an input image; choose another --output."
+            f"The output {clash[0]!r} would overwrite an input file; choose another --output."
         )
     if len(set(targets)) != len(targets):  # same base name in different folders of a glob
         raise errors.UserError(
@@ -332,6 +363,24 @@ def _file_model(path: str, direction: str) -> LoadedModel:
     )
 
 
+def _translate_video(source: str, target: str, loaded: LoadedModel, progress) -> None:
+    """One video through `video.translate_video`, with a progress line per video."""
+    name = os.path.basename(source)
+    done = video.translate_video(
+        source,
+        target,
+        loaded.images,
+        batch_frames=video.batch_frames(loaded.precision),
+        on_frames=lambda n, total: progress.frames(name, n, total),
+    )
+    rate = f" at {float(done.rate):.4g} fps" if done.rate else ""
+    audio = f", {done.audio_streams} audio stream(s) copied" if done.audio_streams else ""
+    progress.line(
+        f"{name}: {done.frames} frames {done.width}x{done.height}{rate}, "
+        f"{done.frames_per_second:.2f} frames/s ({done.codec} {done.pixel_format}{audio})"
+    )
+
+
 def _write_atomically(path: str, data: bytes) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
@@ -341,6 +390,8 @@ def _write_atomically(path: str, data: bytes) -> None:
 
 def _error_reason(error: BaseException) -> str:
     """One line from a (possibly multi-line, graph-annotated) TF error."""
+    if isinstance(error, (video.VideoError, errors.UserError)):  # already one line
+        return str(error)
     if isinstance(error, tf.errors.OpError):
         lines = [line.strip() for line in error.message.splitlines()]
         for line in lines:
@@ -360,20 +411,36 @@ def _error_reason(error: BaseException) -> str:
 class _Progress:
     """A Keras progress bar on a terminal; otherwise a line every few files (log-friendly)."""
 
-    def __init__(self, total: int, verbose: bool):
+    def __init__(self, total: int, verbose: bool, unit: str = "images"):
         self.total = total
+        self.unit = unit
         self.verbose = verbose
         self.interactive = verbose and sys.stdout.isatty()
         self.every = max(1, total // 20)
-        self.bar = keras.utils.Progbar(total, unit_name="image") if self.interactive else None
+        self.bar = keras.utils.Progbar(total, unit_name=unit[:-1]) if self.interactive else None
 
     def update(self, done: int) -> None:
         if self.bar is not None:
             self.bar.update(done)
         elif self.verbose and (done % self.every == 0 or done == self.total):
-            print(f"translated {done}/{self.total} images", flush=True)
+            print(f"translated {done}/{self.total} {self.unit}", flush=True)
 
     def message(self, text: str) -> None:
         if self.bar is not None:
             sys.stdout.write("\n")
         print(text, file=sys.stderr, flush=True)
+
+    def frames(self, name: str, done: int, total: int | None) -> None:
+        """Within a video: on a terminal, the frame count rewritten in place."""
+        if self.interactive:
+            of = f"/{total}" if total else ""
+            sys.stdout.write(f"\r{name}: frame {done}{of}")
+            sys.stdout.flush()
+
+    def line(self, text: str) -> None:
+        """A line on stdout (a finished video)."""
+        if not self.verbose:
+            return
+        if self.interactive:
+            sys.stdout.write("\r\x1b[K")  # over the frame counter
+        print(text, flush=True)

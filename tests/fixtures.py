@@ -169,3 +169,67 @@ def assert_within_float32_rounding(actual, expected, abs_sum, terms):
         f"{int((excess > 0).sum())} of {excess.size} values differ by more than float32 rounding "
         f"allows; worst at {worst}: {actual[worst]} vs {expected[worst]}, bound {bound[worst]:.3g}"
     )
+
+
+# -- videos made with PyAV (the [video] extra) -------------------------------------------------
+
+
+def make_video(
+    path, width, height, frames=8, rate=12, codec="libx264", pix_fmt="yuv420p", audio="aac", seed=0
+):
+    """Writes a video of smooth random frames (blurred noise: lossy codecs keep it well) and,
+    unless `audio` is None, a mono 16 kHz sine track encoded with `audio`; returns the frames
+    (uint8 [frames, height, width, 3]) as they were given to the encoder."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (frames, height // 4 + 2, width // 4 + 2, 3)).astype(np.uint8)
+    images = np.stack(
+        [
+            np.asarray(PIL.Image.fromarray(c).resize((width, height), PIL.Image.BICUBIC))
+            for c in coarse
+        ]
+    )
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        sound = None
+        if audio:
+            sound = out.add_stream(audio, rate=16000)
+            sound.layout = "mono"
+        for i, image in enumerate(images):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format=pix_fmt)
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        if sound is not None:
+            samples = int(16000 * frames / rate)
+            wave = 0.3 * np.sin(2 * np.pi * 440 * np.arange(samples) / 16000)
+            fmt = sound.codec_context.codec.audio_formats[0].name
+            chunk = sound.codec_context.frame_size or 1024
+            for start in range(0, samples, chunk):
+                part = wave[start : start + chunk][np.newaxis]
+                part = (part * 32767).astype(np.int16) if fmt.startswith("s16") else part
+                piece = av.AudioFrame.from_ndarray(
+                    part.astype(part.dtype if fmt.startswith("s16") else np.float32),
+                    format=fmt,
+                    layout="mono",
+                )
+                piece.sample_rate, piece.pts = 16000, start
+                for packet in sound.encode(piece):
+                    out.mux(packet)
+            for packet in sound.encode(None):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return images
+
+
+def make_gif(path, width, height, durations=(80, 80, 120, 40), seed=0):
+    """An animated GIF (Pillow) of len(durations) frames of at most 64 colours; returns them."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 4, (len(durations), height // 5 + 1, width // 5 + 1, 3)) * 85
+    images = np.kron(coarse.astype(np.uint8), np.ones((1, 5, 5, 1), np.uint8))[:, :height, :width]
+    frames = [PIL.Image.fromarray(image) for image in images]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=list(durations), loop=0)
+    return images

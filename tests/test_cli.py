@@ -56,7 +56,7 @@ def test_help_lists_commands_and_flags_and_exits_0(args, tmp_path):
     proc = _cli(*args, cwd=tmp_path)
     assert proc.returncode == 0 and not proc.stderr, (proc.returncode, proc.stderr)
     out = proc.stdout
-    assert out.startswith("usage: cyclegan-tf {train,export,translate,evaluate,import-torch}")
+    assert out.startswith("usage: cyclegan-tf {train,export,translate,evaluate,import-torch,demo}")
     assert all(f"cyclegan-tf {c} --" in out for c in cli.COMMANDS)
     assert "--dataset:" in out and "--precision:" in out and "Exit codes:" in out
     assert ("--verbosity:" in out) == ("--helpfull" in args)  # absl's flags with --helpfull only

@@ -292,3 +292,29 @@ def test_cli_translate_with_a_tflite_file_keeps_stderr_clean(exported, run, tmp_
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr == ""
     assert os.listdir(tmp_path / "out") == ["a.png"]
+
+
+def test_a_video_from_saved_model_tflite_and_onnx_equals_the_run_directory(run, exported, tmp_path):
+    pytest.importorskip("av", reason='needs PyAV: pip install "cyclegan-tf[video]"')
+    import av
+
+    _, paths = exported
+    source = str(tmp_path / "odd.mkv")  # FFV1 in bgr0, lossless: frames compare exactly
+    fixtures.make_video(source, 35, 27, frames=4, codec="ffv1", pix_fmt="bgr0", audio="flac")
+
+    def frames(path):
+        with av.open(path) as container:
+            return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+    from_run = translate.translate(
+        run["run_dir"], source, str(tmp_path / "run"), precision="float32", verbose=False
+    )
+    reference = frames(from_run.written[0])
+    assert reference.shape == (4, 27, 35, 3)
+    for fmt in ("a2b", "tflite", "onnx"):  # the a2b SavedModel, then the files
+        summary = translate.translate(paths[fmt], source, str(tmp_path / fmt), verbose=False)
+        got = frames(summary.written[0])
+        # The SavedModel runs the same float32 graph; LiteRT and onnxruntime are within a uint8
+        # level of it (what `export.check_file` checks when it writes them).
+        limit = 0 if fmt == "a2b" else 1
+        assert np.abs(got.astype(int) - reference.astype(int)).max() <= limit, fmt
