@@ -15,10 +15,16 @@ from typing import Any
 from cyclegan_tf import errors
 from cyclegan_tf import precision as precision_lib
 
-GENERATORS = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128")
+GENERATORS = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128", "unet_64")
 # What a generator's input height and width must be a multiple of (ResNets downsample twice,
-# UNets 8 and 7 times). generators.size_multiple reads this table.
-GENERATOR_MULTIPLES = {"resnet_9blocks": 4, "resnet_6blocks": 4, "unet_256": 256, "unet_128": 128}
+# UNets 8, 7 and 6 times). generators.size_multiple reads this table.
+GENERATOR_MULTIPLES = {
+    "resnet_9blocks": 4,
+    "resnet_6blocks": 4,
+    "unet_256": 256,
+    "unet_128": 128,
+    "unet_64": 64,
+}
 # Preprocessing that keeps each image's own size (batch 1) instead of cropping to crop_size.
 VARIABLE_SIZE_PREPROCESS = ("none", "scale_width")
 DISCRIMINATORS = ("basic", "n_layers", "pixel")

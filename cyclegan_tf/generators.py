@@ -198,6 +198,7 @@ _VARIANTS: dict[str, _Variant] = {
         ("resnet_6blocks", functools.partial(_resnet, n_blocks=6)),
         ("unet_256", functools.partial(_unet, num_downs=8)),
         ("unet_128", functools.partial(_unet, num_downs=7)),
+        ("unet_64", functools.partial(_unet, num_downs=6)),
     )
 }
 
