@@ -51,13 +51,20 @@ def test_unet_128_round_trips_multiples_of_128(height, width):
     assert model(_images(1, height, width), training=False).shape == (1, height, width, 3)
 
 
+def test_unet_64_round_trips_multiples_of_64():
+    # The quick preset's generator: six downsamplings, 64 px down to 1 x 1 and back.
+    model = generators.build_generator("unet_64", ngf=4)
+    assert model(_images(1, 64, 128), training=False).shape == (1, 64, 128, 3)
+    assert generators.size_multiple("unet_64") == 64
+
+
 def test_unet_256_output_shape():
     model = generators.build_generator("unet_256", ngf=4)
     assert model.compute_output_shape((1, 256, 512, 3)) == (1, 256, 512, 3)
 
 
 def test_size_multiple():
-    assert [generators.size_multiple(name) for name in config.GENERATORS] == [4, 4, 256, 128]
+    assert [generators.size_multiple(name) for name in config.GENERATORS] == [4, 4, 256, 128, 64]
 
 
 def test_every_configured_generator_is_buildable():
@@ -82,7 +89,7 @@ def test_conv_bias_follows_norm(norm, conv_bias):
 
 
 @pytest.mark.parametrize(
-    "name, expected", [("resnet_6blocks", 6), ("unet_256", 3), ("unet_128", 2)]
+    "name, expected", [("resnet_6blocks", 6), ("unet_256", 3), ("unet_128", 2), ("unet_64", 1)]
 )
 def test_dropout_layers(name, expected):
     with_dropout = generators.build_generator(name, ngf=2, dropout=True)
