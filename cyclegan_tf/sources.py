@@ -19,8 +19,8 @@ SavedModel run the same `inference.Endpoints` functions; the TFLite and ONNX fil
 This module also owns the export layout as a reader sees it (the names `exporting.py` writes:
 model directories, signatures, the files' input and output names, the metadata JSON) and finding
 exports again (`find_saved_model`, `latest_version`, `read_export_info`, `open_file`). Writing
-exports is `exporting.py`'s; translating image files is `translate.py`'s (`Translator.
-translate_files` hands it the encoded-image function).
+exports is `exporting.py`'s; translating image files is `translate.py`'s
+(`Translator.translate_files` hands it the encoded-image function).
 """
 
 from __future__ import annotations
