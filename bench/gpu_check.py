@@ -17,18 +17,18 @@ Checks, one report line each (PASS, FAIL, or SKIPPED with the reason); exit stat
            from the precision's own rounding): losses, the first step's gradients (Adam's first
            moment), the weights after the last step, within bounds derived from the arithmetic
            (`train_bounds`).
-  export   the trained generator exported as a SavedModel (`export.export_run`: float32, what
+  export   the trained generator exported as a SavedModel (`exporting.export_run`: float32, what
            `cyclegan-tf export` writes, and the precision under test when it differs), loaded on
            the CPU and compared with the same function traced from the Keras generator; then
            loaded and served on the GPU (both signatures, under tf.device) against the CPU.
   speed    images/s translated at 256 px on the GPU by the paper's generator (resnet_9blocks,
            random weights: the speed does not depend on them) through the function the export's
-           `translate_images` signature serves (`inference.Translator`), batches of 1 and 8, in
+           `translate_images` signature serves (`inference.Endpoints`), batches of 1 and 8, in
            float32 (TensorFloat-32 on, TensorFlow's default) and in the precision under test.
 
 Without a GPU it says so at the top, runs the comparisons with the CPU as the device under test
 (the harness and the precision's bounds are still exercised) and marks the GPU checks SKIPPED.
-The process is configured as `cyclegan-tf train` configures it (`train.configure_tensorflow`:
+The process is configured as `cyclegan-tf train` configures it (`training.configure_tensorflow`:
 GPU memory growth, Grappler as `hardware` chooses); the devices and arms in use are printed.
 """
 
@@ -53,14 +53,15 @@ import tensorflow as tf  # noqa: E402
 from cyclegan_tf import (  # noqa: E402
     checkpoints,
     config,
-    export,
+    exporting,
     generators,
     hardware,
     inference,
     precision,
     rundir,
-    train,
+    sources,
     trainer,
+    training,
 )
 
 CPU, GPU = "/CPU:0", "/GPU:0"
@@ -347,9 +348,9 @@ def _serve(path: str, device: str, images: np.ndarray) -> dict:
     """Loads the SavedModel on `device` and calls both signatures there."""
     with tf.device(device):
         loaded = tf.saved_model.load(path)
-        tensors = loaded.signatures[export.TENSOR_SIGNATURE](images=tf.constant(images))
+        tensors = loaded.signatures[sources.TENSOR_SIGNATURE](images=tf.constant(images))
         pngs = tf.constant([tf.io.encode_png(image).numpy() for image in images])
-        served = loaded.signatures[export.SERVING_SIGNATURE](images_bytes=pngs)
+        served = loaded.signatures[sources.SERVING_SIGNATURE](images_bytes=pngs)
     decoded = np.stack([tf.io.decode_png(png).numpy() for png in served["images_bytes"].numpy()])
     return {
         "images": tensors["images"].numpy().astype(int),
@@ -361,38 +362,38 @@ def _serve(path: str, device: str, images: np.ndarray) -> dict:
 
 def export_check(run_dir: str, export_dir: str, precision_name: str):
     """Exports in `precision_name`; serves it on the CPU against the same function traced from
-    the Keras generator (`inference.Translator.translate_images`, as the export traces it)."""
-    written = export.export_run(
+    the Keras generator (`inference.Endpoints.translate_images`, as the export traces it)."""
+    written = exporting.export_run(
         run_dir, export_dir, precision=precision_name, formats="saved_model", directions=("a2b",)
     )
-    path = written[export.SAVED_MODEL]["a2b"]
-    images = export.check_images(37, 53)  # padded to the generator's multiple and cropped back
+    path = written[exporting.SAVED_MODEL]["a2b"]
+    images = exporting.check_images(37, 53)  # padded to the generator's multiple and cropped back
     got = _serve(path, CPU, images)
     with tf.device(CPU):
         loaded = inference.load_run(run_dir, directions=("a2b",), precision=precision_name)
         translate = tf.function(
-            loaded.translator("a2b").translate_images,
+            loaded.endpoints("a2b").translate_images,
             input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)],
             autograph=False,
         )
         want = {k: v.numpy() for k, v in translate(tf.constant(images)).items()}
     # The same graph on the same device: equal up to float32 reordering by graph rewrites (and
-    # one uint8 level where that flips a rounding, export.CHECK_TOLERANCE).
+    # one uint8 level where that flips a rounding, exporting.CHECK_TOLERANCE).
     floats = float(np.abs(got["images_float"] - want["images_float"]).max())
     levels = int(np.abs(got["images"] - want["images"].astype(int)).max())
     # serving_default translates each image alone, translate_images the batch: instance norm
     # takes its batch-1 or its batch-N path, the same sums in another order (float32: ~3e-6
     # relative, layers.InstanceNormalization); in a mixed precision that moves roundings.
     png_bound = (
-        export.CHECK_TOLERANCE
+        exporting.CHECK_TOLERANCE
         if precision_name == "float32"
         else uint8_levels(output_bound(precision_name))
     )
     png_levels = int(np.abs(got["served"] - got["images"]).max())
-    ok = floats <= 1e-5 and levels <= export.CHECK_TOLERANCE and png_levels <= png_bound
+    ok = floats <= 1e-5 and levels <= exporting.CHECK_TOLERANCE and png_levels <= png_bound
     detail = (
         f"the SavedModel on the CPU vs the Keras generator's function: float {floats:.2g} (bound "
-        f"1e-05), uint8 {levels} level(s) (bound {export.CHECK_TOLERANCE}); serving_default's "
+        f"1e-05), uint8 {levels} level(s) (bound {exporting.CHECK_TOLERANCE}); serving_default's "
         f"PNGs vs translate_images {png_levels} level(s) (bound {png_bound})"
     )
     return (PASS if ok else FAIL), detail, (path, got)
@@ -401,7 +402,7 @@ def export_check(run_dir: str, export_dir: str, precision_name: str):
 def gpu_serve_check(path: str, cpu_answers: dict, precision_name: str):
     """The same SavedModel served on the GPU against its answers on the CPU."""
     with _float32_exactly(precision_name == "float32"):
-        got = _serve(path, GPU, export.check_images(37, 53))
+        got = _serve(path, GPU, exporting.check_images(37, 53))
     bound = output_bound(precision_name)
     levels_bound = uint8_levels(bound)
     floats = float(np.abs(got["images_float"] - cpu_answers["images_float"]).max())
@@ -425,7 +426,7 @@ def speed_check(precision_name: str, seconds: float):
     figures = []
     with tf.device(GPU):
         generator = generators.build_from_config(paper, "g_ab", precision=precision_name)
-        translator = inference.Translator(generator, generators.size_multiple(paper.generator))
+        translator = inference.Endpoints(generator, generators.size_multiple(paper.generator))
         translate = tf.function(
             translator.translate_images,
             input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)],
@@ -461,7 +462,7 @@ def main(argv=None) -> int:
     steps = args.steps or (2 if args.quick else 5)
 
     cfg = config.preset("tiny")
-    train.configure_tensorflow(cfg.train)  # GPU memory growth, Grappler: as training runs
+    training.configure_tensorflow(cfg.train)  # GPU memory growth, Grappler: as training runs
     gpus = hardware.gpus()
     resolution = precision.resolve(args.precision)
     under_test = resolution.precision

@@ -45,7 +45,7 @@ def main(argv=None) -> int:
 
     import tensorflow as tf
 
-    from cyclegan_tf import checkpoints, data, generators, synthetic, train
+    from cyclegan_tf import checkpoints, data, generators, synthetic, training
     from cyclegan_tf import config as config_lib
 
     overrides = dict(item.split("=", 1) for item in args.set)
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     if os.path.isdir(args.out):
         shutil.rmtree(args.out)
     t0 = time.time()
-    result = train.train(config, args.out, verbose=1)
+    result = training.train(config, args.out, verbose=1)
     wall = time.time() - t0
     resolved = result.config
     builtin_dir = data.builtin_path(resolved.data, synthetic.DEFAULT_SEED)

@@ -35,7 +35,7 @@ def main() -> None:
     import av
     import fixtures  # tests/fixtures.py: make_video
 
-    from cyclegan_tf import checkpoints, config, hardware, rundir, trainer, translate
+    from cyclegan_tf import checkpoints, config, hardware, rundir, sources, trainer
 
     work = tempfile.mkdtemp(prefix="video_speed_")
     run_dir = os.path.join(work, "run")
@@ -64,8 +64,8 @@ def main() -> None:
             for kind, source in (("video", clip), ("png", pngs)):
                 out = os.path.join(work, f"out_{precision}_{kind}")
                 wall, cpu = time.perf_counter(), time.process_time()
-                summary = translate.translate(
-                    run_dir, source, out, precision=precision, verbose=False
+                summary = sources.load(run_dir, precision=precision).translate_files(
+                    source, out, verbose=False
                 )
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                 assert not summary.failed, summary.failed

@@ -198,10 +198,10 @@ def cmd_step(args) -> None:
     import keras  # noqa: F401
     import tensorflow as tf
 
-    from cyclegan_tf import train
+    from cyclegan_tf import training
 
     # As `cyclegan-tf train` runs (Grappler off); --grappler then overrides for the variants.
-    train.configure_tensorflow(_config(args).train)
+    training.configure_tensorflow(_config(args).train)
     _configure_tf(args)
     t_import = time.time()
     model = _model(args)
@@ -455,7 +455,7 @@ def cmd_startup(args) -> None:
 
 
 def cmd_savedmodel(args) -> None:
-    """Exports one untrained resnet_9blocks generator with export.py (what `cyclegan-tf export`
+    """Exports one untrained resnet_9blocks generator with exporting.py (what `cyclegan-tf export`
     writes), loads it back with tf.saved_model.load and times its `translate_images` signature
     (uint8 [1, 256, 256, 3] in and out: the tensor endpoint a TF Serving client calls)."""
     import tempfile
@@ -463,7 +463,7 @@ def cmd_savedmodel(args) -> None:
     import keras
     import tensorflow as tf
 
-    from cyclegan_tf import config, export, generators
+    from cyclegan_tf import config, exporting, generators, sources
 
     _configure_tf(args)
     keras.utils.set_random_seed(0)
@@ -472,7 +472,7 @@ def cmd_savedmodel(args) -> None:
     generator = generators.build_from_config(cfg.model, "g_ab", precision=args.precision)
     path = os.path.join(tempfile.mkdtemp(prefix="bench_savedmodel_"), "1")
     t = time.perf_counter()
-    export.export_generator(
+    exporting.export_generator(
         generator,
         path,
         multiple=generators.size_multiple("resnet_9blocks"),
@@ -482,7 +482,7 @@ def cmd_savedmodel(args) -> None:
     export_s = time.perf_counter() - t
     del generator
     t = time.perf_counter()
-    serve = tf.saved_model.load(path).signatures[export.TENSOR_SIGNATURE]
+    serve = tf.saved_model.load(path).signatures[sources.TENSOR_SIGNATURE]
     load_s = time.perf_counter() - t
     shape = [1, args.size, args.size, 3]
     images = tf.cast(
@@ -504,24 +504,24 @@ def cmd_savedmodel(args) -> None:
             "export_s": export_s,
             "load_s": load_s,
             "first_call_s": first_s,
-            "export": f"export.export_generator, signature {export.TENSOR_SIGNATURE}",
+            "export": f"exporting.export_generator, signature {sources.TENSOR_SIGNATURE}",
         }
     )
 
 
 def cmd_formats(args) -> None:
-    """Exports one untrained float32 generator of a preset in every format with export.py (what
+    """Exports one untrained float32 generator of a preset in every format with exporting.py (what
     `cyclegan-tf export --format=saved_model,tflite,onnx` writes, minus the restore) and times
     uint8 [1, size, size, 3] -> uint8 through each: the SavedModel's `translate_images` signature
     (tf.saved_model.load), the .tflite file in ai_edge_litert's Interpreter and the .onnx file in
-    onnxruntime (both through `export.load_file`, default threads)."""
+    onnxruntime (both through `sources.open_file`, default threads)."""
     import tempfile
 
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from cyclegan_tf import config, export, generators
+    from cyclegan_tf import config, exporting, generators, sources
 
     _configure_tf(args)
     keras.utils.set_random_seed(0)
@@ -532,7 +532,7 @@ def cmd_formats(args) -> None:
     info = {"direction": "a2b", "precision": "float32", "bench": True}
     runners, export_s, checks = {}, {}, {}
     t = time.perf_counter()
-    path = export.export_generator(
+    path = exporting.export_generator(
         generator,
         os.path.join(root, "1"),
         multiple=multiple,
@@ -540,16 +540,16 @@ def cmd_formats(args) -> None:
         info=info,
     )
     export_s["saved_model"] = time.perf_counter() - t
-    serve = tf.saved_model.load(path).signatures[export.TENSOR_SIGNATURE]
+    serve = tf.saved_model.load(path).signatures[sources.TENSOR_SIGNATURE]
     runners["saved_model"] = lambda x: serve(images=tf.constant(x))["images"].numpy()
     for fmt in ("tflite", "onnx"):
         t = time.perf_counter()
-        path = export.export_file(
+        path = exporting.export_file(
             generator, os.path.join(root, f"model.{fmt}"), multiple=multiple, info=info
         )
         export_s[fmt] = time.perf_counter() - t
-        checks[fmt] = export.read_export_info(path)["check"]
-        run = export.load_file(path)
+        checks[fmt] = sources.read_export_info(path)["check"]
+        run = sources.open_file(path)
         runners[fmt] = lambda x, run=run: run(x)["translated"]
     images = np.random.default_rng(0).integers(0, 256, (1, args.size, args.size, 3), np.uint8)
     result = {"preset": args.preset, "generator": cfg.model.generator, "ngf": cfg.model.ngf}

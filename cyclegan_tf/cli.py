@@ -1,4 +1,4 @@
-"""`cyclegan-tf`: the command line (absl). Parses flags, builds a Config, calls the library.
+"""`cyclegan-tf`: the command line (absl), thin over `api.py`: flags in, lines and exit codes out.
 
     cyclegan-tf train --dataset=builtin --output_dir=runs/quick --preset=quick
     cyclegan-tf export --run_dir=runs/quick --export_dir=exported
@@ -15,14 +15,13 @@ cluster that stops because another one did, saved or not; one line says which).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sys
 
 from absl import app, flags
 
-from cyclegan_tf import cluster, errors, hardware, nativelog, rundir
+from cyclegan_tf import api, cluster, errors, hardware, nativelog, rundir
 from cyclegan_tf import config as config_lib
 
 COMMANDS = ("train", "export", "translate", "evaluate", "import-torch", "demo")
@@ -220,28 +219,19 @@ flags.DEFINE_string(
 
 FLAGS = flags.FLAGS
 
-# Flags that map 1:1 onto a config field of the same name.
-_CONFIG_FLAGS = tuple(
-    name
-    for name in config_lib.field_names()
-    if name in FLAGS and name not in ("dataset", "data_dir", "seed", "max_steps")
-)
-
 
 class UsageError(errors.UserError):
     """A command-line mistake: reported as one line, exit code 2."""
 
 
+def _train_flags() -> dict:
+    """train's flags as `api.train` takes them (None: not given, the preset decides)."""
+    return {name: FLAGS[name].value for name in api.train_flag_names() if name in FLAGS}
+
+
 def build_config() -> config_lib.Config:
     """The Config described by the parsed flags: preset, then explicit flags on top."""
-    overrides = {name: FLAGS[name].value for name in _CONFIG_FLAGS if FLAGS[name].value is not None}
-    if FLAGS.lambda_cycle is not None:
-        overrides.setdefault("lambda_a", FLAGS.lambda_cycle)
-        overrides.setdefault("lambda_b", FLAGS.lambda_cycle)
-    for name in ("dataset", "data_dir", "seed", "max_steps"):
-        if FLAGS[name].value is not None:
-            overrides[name] = FLAGS[name].value
-    return config_lib.preset(FLAGS.preset, **overrides)
+    return api.train_config(FLAGS.dataset, preset=FLAGS.preset, **_train_flags())[0]
 
 
 def _require(command: str, *names: str) -> None:
@@ -254,34 +244,21 @@ def _train() -> int:
     _require("train", "output_dir")
     # Before importing TensorFlow, so that these mistakes are reported at once: flags, the
     # config, the dataset folder and the run directory.
-    config = build_config()
-    _check_dataset_folder(config.data.dataset)
-    task = cluster.Task.from_environment(config.train.strategy)
-    if task.is_chief:  # the others never judge it
-        rundir.check(config, FLAGS.output_dir, FLAGS.resume, FLAGS.overwrite)
-    init_from = _init_from()
+    plan = api.prepare_train(FLAGS.dataset, FLAGS.output_dir, preset=FLAGS.preset, **_train_flags())
     # On a worker of a cluster a signal is a request to stop from now on, also while TensorFlow
     # is imported: exiting before joining the cluster would leave the others waiting for it.
-    with cluster.STOP.handling(True) if task.multi_worker else contextlib.nullcontext():
-        return _train_with(config, init_from, task.multi_worker)
+    in_cluster = plan.task.multi_worker
+    with cluster.STOP.handling(True) if in_cluster else contextlib.nullcontext():
+        return _train_with(plan, in_cluster)
 
 
-def _train_with(config, init_from, in_cluster: bool) -> int:
+def _train_with(plan, in_cluster: bool) -> int:
     _import_tensorflow_quietly()
-    from cyclegan_tf import train
+    from cyclegan_tf import training
 
     try:
-        result = train.train(
-            config,
-            FLAGS.output_dir,
-            resume=FLAGS.resume,
-            overwrite=FLAGS.overwrite,
-            allow_data_change=FLAGS.allow_data_change,
-            eval_every_epochs=FLAGS.eval_every_epochs,
-            inception_graph=FLAGS.inception_graph,
-            init_from=init_from,
-        )
-    except train.Interrupted as e:
+        result = plan.train()
+    except training.Interrupted as e:
         saved = f"checkpoint saved to {e.path}" if e.path else "nothing saved (no step trained)"
         cause = "another worker of the cluster received the signal; " if e.by_peer else ""
         every = " on every worker" if in_cluster else ""
@@ -297,25 +274,15 @@ def _train_with(config, init_from, in_cluster: bool) -> int:
     except cluster.PeerLost as e:  # one line; no teardown that could wait on the lost worker
         print(f"cyclegan-tf: {e}", file=sys.stderr)
         _exit_now(128 + signal.SIGTERM)
-    except train.NonFiniteLossError as e:
+    except training.NonFiniteLossError as e:
         print(f"cyclegan-tf: {e}", file=sys.stderr)
         return 1
     print(f"Done at step {result.step}: checkpoint {result.checkpoint}", flush=True)
-    if FLAGS.export_dir and result.is_chief:  # a cluster's other workers wrote nothing
-        return _export_and_translate_test_split(result)
-    return 0
-
-
-def _init_from() -> str | dict[str, str] | None:
-    """train's --init_from: a run directory or .pth, or {a2b, b2a: .pth} with --weights_b2a."""
-    if FLAGS.weights_b2a is None:
-        return FLAGS.init_from
-    if not FLAGS.init_from or os.path.isdir(FLAGS.init_from):
-        raise UsageError(
-            "train: --weights_b2a goes with --init_from=<a2b .pth>; a run directory brings both "
-            "generators it has."
-        )
-    return {"a2b": FLAGS.init_from, "b2a": FLAGS.weights_b2a}
+    # --export_dir: float32 SavedModels for serving, and the test images translated by them.
+    result = plan.finish(result)
+    if result.exported:
+        _print_exported(result.exported)
+    return 1 if result.translated is not None and result.translated.failed else 0
 
 
 def _one_direction(command: str) -> str:
@@ -324,40 +291,23 @@ def _one_direction(command: str) -> str:
     return FLAGS.direction
 
 
-def _export_and_translate_test_split(result) -> int:
-    """After training: float32 SavedModels for serving, and the test images translated by them."""
-    from cyclegan_tf import data, export, translate
-
-    paths = export.export_run(result.run_dir, FLAGS.export_dir)
-    _print_exported(paths)
-    test_a = data.test_folder(result.config.data, "a")
-    if test_a is None:  # a TFDS dataset or a folder without testA/
-        return 0
-    out = os.path.join(result.run_dir, "translated")
-    a2b = paths[export.SAVED_MODEL]["a2b"]
-    summary = translate.translate(a2b, test_a, out, direction="a2b")
-    return 0 if not summary.failed else 1
-
-
 def _export() -> int:
     _require("export", "run_dir", "export_dir")
-    _import_tensorflow_quietly()  # before the import below, which imports TensorFlow
-    from cyclegan_tf import export, pretrained
-
-    available = pretrained.imported_directions(FLAGS.run_dir)
-    if len(available) < len(pretrained.DIRECTIONS):
+    available = rundir.imported_directions(FLAGS.run_dir)
+    _import_tensorflow_quietly()
+    if len(available) < len(rundir.DIRECTIONS):
         print(
             f"{FLAGS.run_dir} was imported with {'/'.join(available)} only: exporting "
             f"{'/'.join(available)}.",
             flush=True,
         )
-    paths = export.export_run(
+    paths = api.export(
         FLAGS.run_dir,
         FLAGS.export_dir,
+        formats=FLAGS.format,
         checkpoint=FLAGS.checkpoint,
         version=FLAGS.version,
         precision=FLAGS.precision,
-        formats=FLAGS.format,
     )
     _print_exported(paths)
     return 0
@@ -365,12 +315,12 @@ def _export() -> int:
 
 def _print_exported(paths: dict[str, dict[str, str]]) -> None:
     """One line per export, with the precision and (TFLite/ONNX) the check its JSON records."""
-    from cyclegan_tf import export
+    from cyclegan_tf import sources
 
     for fmt, by_direction in paths.items():
         for direction, path in by_direction.items():
-            info = export.read_export_info(path)
-            if fmt == export.SAVED_MODEL:
+            info = sources.read_export_info(path)
+            if fmt == sources.SAVED_MODEL:
                 print(f"Exported {direction} ({info['precision']}): {path}", flush=True)
                 continue
             check = info["check"]
@@ -385,29 +335,25 @@ def _print_exported(paths: dict[str, dict[str, str]]) -> None:
 
 def _translate() -> int:
     _require("translate", "model", "input", "output")
-    _import_tensorflow_quietly()  # before the import below, which imports TensorFlow
-    from cyclegan_tf import translate
+    direction = _one_direction("translate")
+    _import_tensorflow_quietly()  # before the imports below, which import TensorFlow
+    from cyclegan_tf import inference, sources, translate
 
-    summary = translate.translate(
-        FLAGS.model,
-        FLAGS.input,
-        FLAGS.output,
-        direction=_one_direction("translate"),
-        checkpoint=FLAGS.checkpoint,
-        precision=FLAGS.precision,
+    # The arguments that fail fast, before the model is loaded.
+    inference.check_direction(direction)
+    translate.output_names(translate.find_images(FLAGS.input), FLAGS.output)
+    translator = sources.load(
+        FLAGS.model, direction, checkpoint=FLAGS.checkpoint, precision=FLAGS.precision
     )
+    summary = translator.translate_files(FLAGS.input, FLAGS.output)
     return 0 if not summary.failed else 1
 
 
 def _evaluate() -> int:
     _require("evaluate", "model", "dataset")
-    _check_dataset_folder(FLAGS.dataset)
-    _import_tensorflow_quietly()  # before the import below, which imports TensorFlow
-    from cyclegan_tf import evaluate
-
-    if FLAGS.output:
-        evaluate.check_output(FLAGS.output)  # before the slow part
-    result = evaluate.evaluate(
+    api.check_dataset(FLAGS.dataset)  # before the seconds of importing TensorFlow
+    _import_tensorflow_quietly()
+    api.evaluate(
         FLAGS.model,
         FLAGS.dataset,
         direction=FLAGS.direction,
@@ -416,27 +362,25 @@ def _evaluate() -> int:
         data_dir=FLAGS.data_dir,
         checkpoint=FLAGS.checkpoint,
         precision=FLAGS.precision,
+        output=FLAGS.output,
     )
     if FLAGS.output:
-        print(f"Wrote {evaluate.write_output(result, FLAGS.output)}", flush=True)
+        print(f"Wrote {FLAGS.output}", flush=True)
     return 0
 
 
 def _import_torch() -> int:
     _require("import-torch", "weights", "output_dir")
     direction = _one_direction("import-torch")
-    _import_tensorflow_quietly()  # before the import below, which imports TensorFlow
-    from cyclegan_tf import pretrained
-
-    run_dir = pretrained.import_torch(
+    _import_tensorflow_quietly()
+    run_dir = api.import_torch(
         FLAGS.weights,
-        direction,
         FLAGS.output_dir,
+        direction=direction,
         weights_b2a=FLAGS.weights_b2a,
         generator=FLAGS.generator or "auto",
     )
-    with open(os.path.join(run_dir, pretrained.IMPORTED_FILE)) as f:
-        record = json.load(f)
+    record = rundir.read_imported(run_dir)
     layout = record["layout"]
     print(f"Imported into run directory {run_dir}", flush=True)
     print(f"Layout found: {layout['found']}", flush=True)
@@ -457,7 +401,7 @@ def _import_torch() -> int:
         flush=True,
     )
     for d in record["directions"]:
-        name = pretrained.GENERATOR_NAMES[d]
+        name = rundir.GENERATOR_NAMES[d]
         print(f"Direction {d} ({name}): {record['sources'][d]['file']}", flush=True)
     return 0
 
@@ -482,15 +426,6 @@ def _demo() -> int:
         port=FLAGS.port,
     )
     return 0
-
-
-def _check_dataset_folder(dataset: str) -> None:
-    """The folder checks that need no TensorFlow (`config.check_dataset_folder`, which data.load
-    applies too), before the seconds of importing TensorFlow."""
-    dataset = dataset.strip()
-    if dataset == "builtin" or config_lib.tfds_name(dataset) is not None:
-        return
-    config_lib.check_dataset_folder(os.path.abspath(os.path.expanduser(dataset)))
 
 
 def _import_tensorflow_quietly() -> None:

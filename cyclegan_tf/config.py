@@ -188,9 +188,7 @@ class ModelConfig:
         for name in ("ngf", "ndf", "n_layers_d"):
             _positive(name, getattr(self, name))
         _check(self.init_gain > 0, f"init_gain must be > 0. Received: init_gain={self.init_gain}")
-        _check(
-            self.norm_epsilon > 0, f"norm_epsilon must be > 0. Received: {self.norm_epsilon!r}"
-        )
+        _check(self.norm_epsilon > 0, f"norm_epsilon must be > 0. Received: {self.norm_epsilon!r}")
         _choice("down_padding", self.down_padding, DOWN_PADDINGS)
         _choice("upsampling", self.upsampling, UPSAMPLINGS)
         _choice("conv_bias", self.conv_bias, CONV_BIASES)

@@ -261,22 +261,24 @@ def _load(
 ) -> tuple[dict[str, TranslateFn], str]:
     """The translators of `model` and the page's description of them.
 
-    The one place the demo opens models (today through `translate.load_model`).
+    The demo opens models through `sources.load`, as translate, evaluate and the API do.
     """
-    from cyclegan_tf import translate  # imports TensorFlow
+    from cyclegan_tf import sources  # imports TensorFlow
 
     wanted = list(directions) if directions else ["a2b", "b2a"]
     loaded, refusals = {}, []
     for direction in wanted:
         try:
-            loaded[direction] = translate.load_model(model, direction, checkpoint, precision)
+            loaded[direction] = sources.load(
+                model, direction, checkpoint=checkpoint, precision=precision
+            )
         except errors.UserError as e:
             if directions:  # asked for explicitly: it must load
                 raise
             refusals.append(e)  # e.g. an a2b-only export: serve the direction it has
     if not loaded:
         raise refusals[0]
-    translators = {d: m.images for d, m in loaded.items()}
+    translators = dict(loaded)  # a sources.Translator is a uint8 batch function
     return translators, describe(model, loaded)
 
 
@@ -285,8 +287,8 @@ def describe(model: str, loaded: dict) -> str:
 
     Args:
       model: the path the user named.
-      loaded: direction -> an object with `kind`, `path`, `checkpoint`, `step` and `precision`
-        attributes (`translate.LoadedModel`).
+      loaded: direction -> an object with `kind`, `source`, `checkpoint`, `step` and
+        `precision` attributes (`sources.Translator`).
     """
     kinds = {
         "run": "run directory",
@@ -299,7 +301,7 @@ def describe(model: str, loaded: dict) -> str:
     for direction, item in loaded.items():
         checkpoint = os.path.basename(item.checkpoint) if item.checkpoint else "unknown"
         step = f", step {item.step}" if item.step is not None else ""
-        source = f" from `{item.path}`" if item.path != model else ""
+        source = f" from `{item.source}`" if item.source != model else ""
         lines.append(
             f"- **{direction}**: checkpoint `{checkpoint}`{step}, precision "
             f"`{item.precision or 'unknown'}`{source}"

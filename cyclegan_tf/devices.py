@@ -4,8 +4,8 @@ By default TensorFlow reserves nearly all of a GPU's memory the first time it to
 a second process on the same GPU (`cyclegan-tf translate` or `evaluate` while `train` runs)
 fails to allocate. With memory growth each process takes what it uses. It must be set on every
 GPU before TensorFlow initialises any of them, so the entry points call `configure_gpus` first:
-`train.configure_tensorflow`, `export.export_run`, `translate.translate`, and the CLI for every
-command (`--gpu_memory_growth=false` turns it off). The first call in a process decides; later
+`training.configure_tensorflow`, `exporting.export_run`, `sources.load`, and the CLI for
+every command (`--gpu_memory_growth=false` turns it off). The first call in a process decides; later
 calls without an explicit value keep that decision. TensorFlow's own environment variable
 `TF_FORCE_GPU_ALLOW_GROWTH=true|false` overrides both ways.
 

@@ -2,11 +2,11 @@
 
 This module owns the one implementation of "run a generator on an arbitrary image": pad the image
 by mirroring up to the generator's size multiple, run the generator, crop back to the input size
-(`pad_run_crop`), plus the uint8 / encoded-image wrappers around it (`Translator`). Every export
-format (`export.py`: the SavedModel's signatures, the TFLite and ONNX files) traces exactly these
-functions, and `translate.py` runs them on a training run directory (`load_run`: the generators
-rebuilt from `config.json` and a checkpoint), so a run directory and its exports give the same
-pixels. Image files, decoding and uint8 conversions are `images.py`'s.
+(`pad_run_crop`), plus the uint8 / encoded-image wrappers around it (`Endpoints`). Every export
+format (`exporting.py`: the SavedModel's signatures, the TFLite and ONNX files) traces exactly
+these functions, and `sources.py` runs them on a training run directory (`load_run`: the
+generators rebuilt from `config.json` and a checkpoint), so a run directory and its exports give
+the same pixels. Image files, decoding and uint8 conversions are `images.py`'s.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from cyclegan_tf import checkpoints, errors, generators, pretrained, rundir
+from cyclegan_tf import checkpoints, errors, generators, rundir
 from cyclegan_tf import config as config_lib
 from cyclegan_tf import images as images_lib
 from cyclegan_tf import precision as precision_lib
 
-DIRECTIONS = ("a2b", "b2a")
+DIRECTIONS = rundir.DIRECTIONS
 # The Keras generator attribute (checkpoint object name) behind each direction.
-GENERATOR_NAMES = {"a2b": "g_ab", "b2a": "g_ba"}
+GENERATOR_NAMES = rundir.GENERATOR_NAMES
 
 # ResNet generators reflect-pad by one pixel at a quarter of the input size, which needs at least
 # two pixels there, i.e. eight at the input. UNet multiples (128, 256) are larger anyway.
@@ -101,11 +101,11 @@ def pad_run_crop(generator: keras.Model, images: tf.Tensor, multiple: int) -> tf
     return outputs[:, top : top + height, left : left + width, :]
 
 
-class Translator:
+class Endpoints:
     """The translation endpoints of one generator: float, uint8 and encoded-image in/out.
 
     Export traces these methods into SavedModel signatures (and `translate_images` into the
-    TFLite and ONNX files); `translate` calls them on a run directory's generators. All are
+    TFLite and ONNX files); `sources.load` runs them on a run directory's generators. All are
     graph-safe and need no autograph.
 
     Args:
@@ -177,8 +177,8 @@ class LoadedRun:
     multiple: int
     precision: str
 
-    def translator(self, direction: str) -> Translator:
-        return Translator(self.generators[direction], self.multiple)
+    def endpoints(self, direction: str) -> Endpoints:
+        return Endpoints(self.generators[direction], self.multiple)
 
 
 def load_run(
@@ -201,14 +201,14 @@ def load_run(
 
     Raises:
       ValueError: an unknown precision.
-      pretrained.PretrainedError: a direction a run imported from PyTorch has no generator for.
-      rundir.RunDirError: not a run directory (no config.json, or a foreign one).
+      rundir.RunDirError: not a run directory (no config.json, or a foreign one), or a direction
+        a run imported from PyTorch has no generator for.
       checkpoints.CheckpointError: no such checkpoint, or weights that do not match config.json.
     """
     for direction in directions:
         check_direction(direction)
     # A run imported from PyTorch may hold one generator: say so before the restore fails on it.
-    pretrained.check_directions(run_dir, directions)
+    rundir.check_directions(run_dir, directions)
     precision = precision_lib.resolve(precision).precision
     path = checkpoints.resolve_checkpoint(run_dir, checkpoint)
     config = rundir.require_config(run_dir)

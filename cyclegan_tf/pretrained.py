@@ -2,7 +2,7 @@
 
 This module owns the way from a `.pth` file of the official junyanz/pytorch-CycleGAN-and-pix2pix
 code (e.g. its pretrained `horse2zebra.pth`) to a run directory that `inference.load_run`,
-`translate` and `export` use like a trained one:
+`sources.load` (translate, evaluate) and `exporting` use like a trained one:
 
 1. `load_state_dict` reads a PyTorch `state_dict` file through `torch_pickle` (both formats
    `torch.save` writes; nothing in the pickle is executed).
@@ -12,8 +12,8 @@ code (e.g. its pretrained `horse2zebra.pth`) to a run directory that `inference.
 3. `to_keras` / `assign` map every PyTorch module path to the layer of `generators.build_generator`
    that mirrors it and transpose the kernels to Keras' layout.
 4. `import_torch` writes a run directory (config.json, checkpoints/ckpt-0 and `imported.json`,
-   which records the source files and the directions present); `imported_directions` and
-   `check_directions` let callers refuse a direction that was not imported.
+   which records the source files and the directions present; `rundir.imported_directions` and
+   `rundir.check_directions` read it back).
 
 5. `init_generators` starts a NEW training run from such generators (`train --init_from`): from a
    run directory (imported or trained) or directly from `.pth` files, refusing an architecture
@@ -42,16 +42,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import cyclegan_tf
-from cyclegan_tf import checkpoints, errors, generators, rundir, torch_pickle
+from cyclegan_tf import checkpoints, errors, generators, rundir, torch_pickle, version
 from cyclegan_tf import config as config_lib
 
-# The directions and their checkpoint object names, as in `inference.DIRECTIONS` and
-# `inference.GENERATOR_NAMES` (not imported from there: inference may check imported runs here).
-DIRECTIONS = ("a2b", "b2a")
-GENERATOR_NAMES = {"a2b": "g_ab", "b2a": "g_ba"}
-IMPORTED_FILE = rundir.IMPORTED_FILE  # "imported.json"; `rundir.check` refuses to train into it
-INIT_FILE = rundir.INIT_FILE  # "init.json", see `init_generators`
+# The directions and their checkpoint object names: a run directory's (`rundir`).
+DIRECTIONS = rundir.DIRECTIONS
+GENERATOR_NAMES = rundir.GENERATOR_NAMES
 
 _RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 # The config.ModelConfig fields a generator's weights fix; the variant ones have no flags.
@@ -805,7 +801,7 @@ def import_torch(
 ) -> str:
     """Writes a run directory holding official PyTorch generator weights.
 
-    The directory is what `inference.load_run`, `translate` and `export` read: `config.json`
+    The directory is what `inference.load_run`, `sources.load` and `exporting` read: `config.json`
     (the paper preset with the file's generator, ngf and dropout, and precision float32, the
     precision the PyTorch outputs are reproduced in), `checkpoints/ckpt-0` with the
     imported generators only (`g_ab` and/or `g_ba`), and `imported.json` recording the source
@@ -900,9 +896,9 @@ def import_torch(
             "sources": {d: sources[d] for d in present},
             "layout": layout.to_dict(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "cyclegan_tf_version": cyclegan_tf.__version__,
+            "cyclegan_tf_version": version.__version__,
         }
-        with open(os.path.join(tmp, IMPORTED_FILE), "w") as f:
+        with open(os.path.join(tmp, rundir.IMPORTED_FILE), "w") as f:
             json.dump(record, f, indent=2)
         if os.path.isdir(output_dir):
             os.rmdir(output_dir)  # empty (checked above)
@@ -911,64 +907,6 @@ def import_torch(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return output_dir
-
-
-def imported_directions(run_dir: str) -> tuple[str, ...]:
-    """The directions a run directory has generators for.
-
-    Args:
-      run_dir: a run directory.
-
-    Returns:
-      For a run written by `import_torch`, the imported directions (e.g. `("a2b",)`); for any
-      other run (`imported.json` absent), both `DIRECTIONS`.
-
-    Raises:
-      PretrainedError: an unreadable imported.json.
-    """
-    path = os.path.join(run_dir, IMPORTED_FILE)
-    if not os.path.isfile(path):
-        return DIRECTIONS
-    try:
-        with open(path) as f:
-            directions = json.load(f)["directions"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise PretrainedError(f"cannot read {path}: {_first_line(e)}") from None
-    if not isinstance(directions, list) or not set(directions) <= set(DIRECTIONS):
-        raise PretrainedError(f"{path} lists unknown directions: {directions!r:.80}")
-    return tuple(d for d in DIRECTIONS if d in directions)
-
-
-def check_directions(run_dir: str, directions: tuple[str, ...] | list[str]) -> None:
-    """Refuses directions an imported run has no generator for, in one line.
-
-    Call this before `inference.load_run(run_dir, directions=...)`: for a checkpoint without
-    `g_ba`, `checkpoints.restore_generators` fails with "Found N Python objects that were not
-    bound to checkpointed values ... Is config.json the one this run was trained with?", which
-    does not say what to do.
-
-    Args:
-      run_dir: a run directory.
-      directions: the directions about to be loaded (a2b, b2a).
-
-    Raises:
-      PretrainedError: e.g. "RUN was imported with a2b only (from horse2zebra.pth); it has no
-        b2a generator: pass --direction=a2b, or import again with both files (...)."
-    """
-    available = imported_directions(run_dir)
-    missing = [d for d in directions if d not in available]
-    if missing:
-        with open(os.path.join(run_dir, IMPORTED_FILE)) as f:
-            sources = json.load(f).get("sources", {})
-        names = ", ".join(
-            os.path.basename(str(s.get("file", "?"))) for s in sources.values() if hasattr(s, "get")
-        )
-        other = f"pass --direction={available[0]}, or " if available else ""
-        raise PretrainedError(
-            f"{run_dir} was imported with {'/'.join(available) or 'no direction'} only (from "
-            f"{names}); it has no {missing[0]} generator: {other}import again with both files "
-            "(--weights=<a2b .pth> --weights_b2a=<b2a .pth>)."
-        )
 
 
 # -- starting a new run from pretrained generators ---------------------------------------------
@@ -1034,14 +972,13 @@ def init_generators(
         saved = rundir.require_config(origin)
         found = {key: getattr(saved.model, key) for key in ARCHITECTURE_FIELDS}
         _check_architecture(origin, found, model_config)
-        directions = imported_directions(origin)
-        check_directions(origin, directions)
+        directions = rundir.imported_directions(origin)
         path = checkpoints.resolve_checkpoint(origin)
         checkpoints.restore_generators(path, **{GENERATOR_NAMES[d]: targets[d] for d in directions})
         record.update(checkpoint=path, step=checkpoints.step_of(path))
-        if os.path.isfile(os.path.join(origin, IMPORTED_FILE)):
-            with open(os.path.join(origin, IMPORTED_FILE)) as f:
-                record["imported"] = json.load(f).get("sources")
+        imported = rundir.read_imported(origin)
+        if imported is not None:
+            record["imported"] = imported.get("sources")
     else:
         directions = tuple(d for d in DIRECTIONS if d in files)
         record["sha256"] = {}
@@ -1098,7 +1035,7 @@ def source_architecture(
 
 def write_init_record(run_dir: str, record: dict) -> str:
     """Writes `record` (from `init_generators`) as `<run_dir>/init.json`, atomically."""
-    path = os.path.join(run_dir, INIT_FILE)
+    path = os.path.join(run_dir, rundir.INIT_FILE)
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(record, f, indent=2)
@@ -1123,7 +1060,7 @@ def _check_architecture(source: str, found: dict, model: config_lib.ModelConfig)
 
 def _check_same_init(run_dir: str | None, origin: str | dict[str, str]) -> None:
     """Resuming with --init_from: only the run that command started (same source)."""
-    path = os.path.join(run_dir or "", INIT_FILE)
+    path = os.path.join(run_dir or "", rundir.INIT_FILE)
     try:
         with open(path) as f:
             started_from = json.load(f).get("init_from")

@@ -1,4 +1,5 @@
-"""The run directory: its layout, config.json, the data record, the lock, preparing and overwriting.
+"""The run directory: its layout, config.json, the data record, which generators it has, the lock,
+preparing and overwriting.
 
 A run directory (`--output_dir`) holds what one training run writes, and nothing here touches
 anything else in it:
@@ -15,6 +16,8 @@ anything else in it:
     translated/        train --export_dir: the test images translated by the export
     best/              train --eval_every_epochs: generators with the best mean FID, best.json
     init.json          train --init_from: the run or .pth files the generators started from
+    imported.json      import-torch only (no training state): the source files and the
+                       directions present (`imported_directions`, `check_directions`)
     .lock              held (flock) by the process training into the directory
 
 Rules (all pure Python: the CLI applies them before importing TensorFlow):
@@ -45,6 +48,9 @@ from cyclegan_tf import config as config_lib
 from cyclegan_tf import errors
 from cyclegan_tf import precision as precision_lib
 
+# The translation directions and the checkpoint object name of each one's generator.
+DIRECTIONS = ("a2b", "b2a")
+GENERATOR_NAMES = {"a2b": "g_ab", "b2a": "g_ba"}
 CONFIG_FILE = "config.json"
 DATA_RECORD_FILE = "data.json"
 FILE_CHECKS = "file_checks.json"
@@ -55,7 +61,7 @@ IMAGES = "images"
 METRICS_FILE = "metrics.jsonl"
 SCORE_FILE = "score.json"
 TRANSLATED = "translated"
-BEST = "best"  # train --eval_every_epochs: the generators with the best mean FID (evaluate.py)
+BEST = "best"  # train --eval_every_epochs: the generators with the best mean FID (evaluation.py)
 INIT_FILE = "init.json"  # train --init_from: where the generators started (pretrained.py)
 IMPORTED_FILE = "imported.json"  # written by pretrained.import_torch: no training state
 LOCK_FILE = ".lock"
@@ -117,9 +123,8 @@ def read_config(run_dir: str) -> config_lib.Config | None:
         with open(path) as f:
             return config_lib.Config.from_json(f.read())
     except (OSError, ValueError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RunDirError(
-            f"{path} is not a cyclegan_tf run config ({first[:200]}); nothing in {run_dir!r} "
+            f"{path} is not a cyclegan_tf run config ({_first_line(e)}); nothing in {run_dir!r} "
             "is touched: pass a directory `cyclegan-tf train` wrote, or a new one to train into."
         ) from e
 
@@ -150,6 +155,87 @@ def config_diff(saved: config_lib.Config, new: config_lib.Config) -> list[str]:
             if old != value and (section, field) not in RESUMABLE_CHANGES:
                 out.append(f"{section}.{field}: {old!r} -> {value!r}")
     return out
+
+
+# -- which generators a run has --------------------------------------------------------------
+
+
+def read_imported(run_dir: str) -> dict | None:
+    """`<run_dir>/imported.json` (written by `pretrained.import_torch`), or None without one.
+
+    Raises:
+      RunDirError: the file exists but is not a JSON object.
+    """
+    path = os.path.join(run_dir, IMPORTED_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError) as e:
+        raise RunDirError(f"cannot read {path}: {_first_line(e)}") from None
+    if not isinstance(record, dict):
+        raise RunDirError(f"cannot read {path}: not a JSON object")
+    return record
+
+
+def imported_directions(run_dir: str) -> tuple[str, ...]:
+    """The directions a run directory has generators for.
+
+    Args:
+      run_dir: a run directory.
+
+    Returns:
+      For a run written by `pretrained.import_torch`, the imported directions (e.g. `("a2b",)`);
+      for any other run (`imported.json` absent), both `DIRECTIONS`.
+
+    Raises:
+      RunDirError: an unreadable imported.json, or one listing unknown directions.
+    """
+    record = read_imported(run_dir)
+    if record is None:
+        return DIRECTIONS
+    directions = record.get("directions")
+    path = os.path.join(run_dir, IMPORTED_FILE)
+    if not isinstance(directions, list) or not set(directions) <= set(DIRECTIONS):
+        raise RunDirError(f"{path} lists unknown directions: {directions!r:.80}")
+    return tuple(d for d in DIRECTIONS if d in directions)
+
+
+def check_directions(run_dir: str, directions: tuple[str, ...] | list[str]) -> None:
+    """Refuses directions an imported run has no generator for, in one line.
+
+    Call this before restoring generators of `directions` (`inference.load_run` does): for a
+    checkpoint without `g_ba`, `checkpoints.restore_generators` fails with "Found N Python objects
+    that were not bound to checkpointed values ... Is config.json the one this run was trained
+    with?", which does not say what to do.
+
+    Args:
+      run_dir: a run directory.
+      directions: the directions about to be loaded (a2b, b2a).
+
+    Raises:
+      RunDirError: e.g. "RUN was imported with a2b only (from horse2zebra.pth); it has no b2a
+        generator: pass --direction=a2b, or import again with both files (...)."
+    """
+    available = imported_directions(run_dir)
+    missing = [d for d in directions if d not in available]
+    if missing:
+        sources = (read_imported(run_dir) or {}).get("sources", {})
+        names = ", ".join(
+            os.path.basename(str(s.get("file", "?"))) for s in sources.values() if hasattr(s, "get")
+        )
+        other = f"pass --direction={available[0]}, or " if available else ""
+        raise RunDirError(
+            f"{run_dir} was imported with {'/'.join(available) or 'no direction'} only (from "
+            f"{names}); it has no {missing[0]} generator: {other}import again with both files "
+            "(--weights=<a2b .pth> --weights_b2a=<b2a .pth>)."
+        )
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else type(error).__name__
 
 
 # -- deciding what a start means -------------------------------------------------------------

@@ -28,6 +28,21 @@ def _fresh_hardware_probe():
     hardware.reset()
 
 
+@pytest.fixture(scope="session")
+def shared_run(tmp_path_factory):
+    """One tiny run and its exports for the whole session (`fixtures.build_shared_run`), shared
+    READ-ONLY by the translate, evaluate, export and API tests instead of each building its own:
+    copy it (`shutil.copytree`) to change anything. Checked at the end of the session: a test
+    that wrote into it fails the session's last test that used it."""
+    import fixtures
+
+    shared = fixtures.build_shared_run(tmp_path_factory.mktemp("shared_run"))
+    before = fixtures.tree_state(shared["run_dir"], shared["export_dir"])
+    yield shared
+    after = fixtures.tree_state(shared["run_dir"], shared["export_dir"])
+    assert after == before, "a test wrote into the shared run or its exports (read-only)"
+
+
 @pytest.fixture
 def mixed_bfloat16():
     """Builds layers under the mixed_bfloat16 policy; the global policy is float32 again after."""

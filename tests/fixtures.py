@@ -29,6 +29,50 @@ def make_run(run_dir, step=3, **overrides):
     return model
 
 
+def tree_state(*roots):
+    """Every file and directory under `roots` with its size and modification time (sorted)."""
+    state = []
+    for root in roots:
+        for folder, dirs, files in os.walk(root):
+            for name in sorted(dirs + files):
+                path = os.path.join(folder, name)
+                info = os.lstat(path)
+                state.append((path, info.st_size, info.st_mtime_ns))
+    return sorted(state)
+
+
+def build_shared_run(root):
+    """The session's tiny run and its exports (conftest's `shared_run`), built once.
+
+    `root/run`: `make_run` (tiny preset, float32, a checkpoint at step 3); `root/export`, all
+    version 1: SavedModels of both directions and a2b's TFLite and ONNX files (b2a's files would
+    double the slowest part, the conversions, and test nothing more).
+
+    Returns:
+      {"model": the trainer.CycleGAN whose weights the run holds, "run_dir", "export_dir",
+      "saved_models": {direction: version directory}, "files": {"tflite"|"onnx": a2b file}}.
+    """
+    from cyclegan_tf import exporting
+
+    run_dir, export_dir = os.path.join(str(root), "run"), os.path.join(str(root), "export")
+    model = make_run(run_dir)
+    saved_models = exporting.export_run(run_dir, export_dir)[exporting.SAVED_MODEL]
+    files = exporting.export_run(
+        run_dir,
+        export_dir,
+        directions=("a2b",),
+        formats=(exporting.TFLITE, exporting.ONNX),
+        version=1,  # free for these formats: one version number names the whole export
+    )
+    return {
+        "model": model,
+        "run_dir": run_dir,
+        "export_dir": export_dir,
+        "saved_models": saved_models,
+        "files": {fmt: paths["a2b"] for fmt, paths in files.items()},
+    }
+
+
 def random_image(height, width, seed, channels=3):
     """uint8 [height, width, channels] noise."""
     return np.random.default_rng(seed).integers(0, 256, (height, width, channels), np.uint8)

@@ -13,7 +13,7 @@ import PIL.Image
 import pytest
 import tensorflow as tf
 
-from cyclegan_tf import demo, translate
+from cyclegan_tf import demo, sources
 
 pytest.importorskip("gradio", reason='needs Gradio: pip install "cyclegan-tf[demo]"')
 gradio_client = pytest.importorskip("gradio_client", reason="needs gradio_client")
@@ -35,7 +35,7 @@ def served(tmp_path_factory):
     image = str(root / "photo.png")
     PIL.Image.fromarray(fixtures.random_image(37, 53, seed=1)).save(image)
     # What `translate` writes for it: the reference the page must show.
-    summary = translate.translate(run_dir, image, str(root / "out"), precision="float32")
+    summary = sources.load(run_dir, precision="float32").translate_files(image, str(root / "out"))
     with open(summary.written[0], "rb") as f:
         expected = tf.io.decode_png(f.read()).numpy()
     port = _free_port()

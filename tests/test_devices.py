@@ -6,7 +6,7 @@ import logging
 import pytest
 import tensorflow as tf
 
-from cyclegan_tf import devices, errors, export, translate
+from cyclegan_tf import devices, errors, exporting, sources
 
 
 @pytest.fixture
@@ -52,12 +52,12 @@ def test_no_gpu_nothing_to_set(monkeypatch):
     assert devices.configure_gpus() is None
 
 
-def test_export_and_translate_set_it_before_anything_else(fake_gpus, tmp_path):
+def test_export_and_opening_a_model_set_it_before_anything_else(fake_gpus, tmp_path):
     with pytest.raises(errors.UserError):  # the run directory does not exist
-        export.export_run(str(tmp_path / "no_run"), str(tmp_path / "out"))
+        exporting.export_run(str(tmp_path / "no_run"), str(tmp_path / "out"))
     assert [on for _, on in fake_gpus] == [True, True]
     devices._decision = None
     fake_gpus.clear()
     with pytest.raises(errors.UserError):  # there is no model
-        translate.translate(str(tmp_path / "no_model"), str(tmp_path), str(tmp_path / "out"))
+        sources.load(str(tmp_path / "no_model"))
     assert [on for _, on in fake_gpus] == [True, True]

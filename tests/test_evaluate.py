@@ -1,6 +1,6 @@
-"""Tests for cyclegan_tf.evaluate: FID/KID of a run directory and of an export on the built-in test
-split (through the stand-in Inception graph), the JSON output, one-line errors, the CLI, and the
-evaluation during training (eval/ lines in metrics.jsonl, best/)."""
+"""Tests for cyclegan_tf.evaluation: FID/KID of a run directory and of an export on the
+built-in test split (through the stand-in Inception graph), the JSON output, one-line errors, the
+CLI, and the evaluation during training (eval/ lines in metrics.jsonl, best/)."""
 
 import json
 import os
@@ -18,13 +18,12 @@ from cyclegan_tf import (
     config,
     data,
     errors,
-    evaluate,
-    export,
+    evaluation,
     inference,
     metrics,
-    pretrained,
+    rundir,
+    sources,
     synthetic,
-    translate,
 )
 from cyclegan_tf import images as images_lib
 
@@ -37,17 +36,13 @@ def graph(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("evaluate") / "run")
-    fixtures.make_run(path)
-    return path
+def run_dir(shared_run):
+    return shared_run["run_dir"]  # the session's tiny run, read-only
 
 
 @pytest.fixture(scope="module")
-def export_dir(run_dir, tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("exported"))
-    export.export_run(run_dir, path)
-    return path
+def export_dir(shared_run):
+    return shared_run["export_dir"]  # its SavedModels of both directions (version 1)
 
 
 def _one_line(error):
@@ -62,7 +57,7 @@ def _expected(model_path, graph, direction, kid_subsets):
     """FID/KID computed here from the test images, independently of evaluate's plumbing."""
     real_a, real_b = (images_lib.to_uint8(x) for x in _test_pairs())
     source, reference = (real_a, real_b) if direction == "a2b" else (real_b, real_a)
-    translated = translate.load_model(model_path, direction, precision="float32").images(source)
+    translated = cyclegan_tf.load(model_path, direction, precision="float32")(source)
     with metrics.InceptionFeatures(graph) as features:
         feats_t, feats_r = features(translated), features(reference)
     kid, kid_std = metrics.kid_from_features(feats_t, feats_r, num_subsets=kid_subsets)
@@ -76,8 +71,13 @@ def _test_pairs():
 
 
 def test_a_run_directory_both_directions(run_dir, graph, capsys):
-    result = evaluate.evaluate(
-        run_dir, "builtin", "both", inception_graph=graph, kid_subsets=3, precision="float32"
+    result = cyclegan_tf.evaluate(
+        run_dir,
+        "builtin",
+        direction="both",
+        inception_graph=graph,
+        kid_subsets=3,
+        precision="float32",
     )
     num_test = TINY.data.builtin_num_test
     unpaired = data.load(TINY.data, seed=0)
@@ -119,21 +119,23 @@ def test_a_run_directory_both_directions(run_dir, graph, capsys):
 
 def test_an_export_gives_the_run_directorys_numbers(run_dir, export_dir, graph):
     kwargs = dict(inception_graph=graph, kid_subsets=3, verbose=False)
-    from_run = evaluate.evaluate(run_dir, "builtin", "both", precision="float32", **kwargs)
-    from_export = evaluate.evaluate(export_dir, "builtin", "both", **kwargs)
+    from_run = cyclegan_tf.evaluate(
+        run_dir, "builtin", direction="both", precision="float32", **kwargs
+    )
+    from_export = cyclegan_tf.evaluate(export_dir, "builtin", direction="both", **kwargs)
     assert from_export["protocol"]["model_kind"] == "saved_model"
     for direction in ("a2b", "b2a"):
         got, want = from_export[direction], from_run[direction]
         assert got["protocol"]["model_path"] == os.path.join(
-            export_dir, export.model_name(direction), "1"
+            export_dir, sources.model_name(direction), "1"
         )
         assert got["protocol"]["step"] == 0  # make_run's model was never trained
         for key in ("fid", "kid_x1000", "num_translated", "num_reference"):
             assert got[key] == pytest.approx(want[key], rel=1e-9), (direction, key)
     # One version directory is one direction.
     with pytest.raises(errors.UserError, match="translates a2b, not b2a") as error:
-        evaluate.evaluate(
-            os.path.join(export_dir, "cyclegan_a2b", "1"), "builtin", "both", **kwargs
+        cyclegan_tf.evaluate(
+            os.path.join(export_dir, "cyclegan_a2b", "1"), "builtin", direction="both", **kwargs
         )
     assert _one_line(error)
 
@@ -141,22 +143,22 @@ def test_an_export_gives_the_run_directorys_numbers(run_dir, export_dir, graph):
 def test_json_output_is_written_atomically_and_never_over_a_foreign_file(tmp_path):
     result = {"protocol": {"dataset": "builtin"}, "a2b": {"fid": 1.0}}
     path = str(tmp_path / "results" / "fid.json")
-    assert evaluate.write_output(result, path) == path
+    assert evaluation.write_output(result, path) == path
     assert json.load(open(path)) == result
-    evaluate.write_output({**result, "b2a": {"fid": 2.0}}, path)  # a previous result: replaced
+    evaluation.write_output({**result, "b2a": {"fid": 2.0}}, path)  # a previous result: replaced
     assert json.load(open(path))["b2a"] == {"fid": 2.0}
     assert os.listdir(tmp_path / "results") == ["fid.json"]  # no temporary left
     for name, content in [("notes.json", '{"mine": 1}'), ("notes.txt", "keep me"), ("x", "[1]")]:
         foreign = tmp_path / name
         foreign.write_text(content)
-        with pytest.raises(evaluate.EvaluateError, match="is not an evaluate result") as error:
-            evaluate.check_output(str(foreign))
+        with pytest.raises(evaluation.EvaluateError, match="is not an evaluate result") as error:
+            evaluation.check_output(str(foreign))
         assert _one_line(error)
-        with pytest.raises(evaluate.EvaluateError):
-            evaluate.write_output(result, str(foreign))
+        with pytest.raises(evaluation.EvaluateError):
+            evaluation.write_output(result, str(foreign))
         assert foreign.read_text() == content
-    with pytest.raises(evaluate.EvaluateError, match="is a directory"):
-        evaluate.check_output(str(tmp_path))
+    with pytest.raises(evaluation.EvaluateError, match="is a directory"):
+        evaluation.check_output(str(tmp_path))
 
 
 def _folder_dataset(root, splits, size=16):
@@ -171,39 +173,39 @@ def _folder_dataset(root, splits, size=16):
 def test_a_run_imported_from_pytorch(graph, tmp_path):
     run = str(tmp_path / "imported")
     weights = os.path.join(os.path.dirname(__file__), "data", "torch", "resnet6_legacy.pth")
-    pretrained.import_torch(weights, "a2b", run)
+    cyclegan_tf.import_torch(weights, run, direction="a2b")
     dataset = _folder_dataset(tmp_path / "folder", ("trainA", "trainB", "testA", "testB"))
     kwargs = dict(inception_graph=graph, kid_subsets=2, verbose=False)
-    result = evaluate.evaluate(run, dataset, "a2b", **kwargs)
+    result = cyclegan_tf.evaluate(run, dataset, direction="a2b", **kwargs)
     protocol = result["a2b"]["protocol"]
     # The imported run's config is the paper preset: its test preprocessing resizes to 256.
     assert protocol["image_size"] == "256x256" and protocol["step"] is None
     assert result["a2b"]["num_translated"] == result["a2b"]["num_reference"] == 2
-    with pytest.raises(pretrained.PretrainedError, match="imported with a2b only") as error:
-        evaluate.evaluate(run, dataset, "both", **kwargs)
+    with pytest.raises(rundir.RunDirError, match="imported with a2b only") as error:
+        cyclegan_tf.evaluate(run, dataset, direction="both", **kwargs)
     assert _one_line(error)
 
 
 def test_one_line_errors(run_dir, graph, tmp_path, monkeypatch):
     no_test = _folder_dataset(tmp_path / "no_test", ("trainA", "trainB"))
-    with pytest.raises(evaluate.EvaluateError, match="has no test split") as error:
-        evaluate.evaluate(run_dir, no_test, inception_graph=graph, verbose=False)
+    with pytest.raises(evaluation.EvaluateError, match="has no test split") as error:
+        cyclegan_tf.evaluate(run_dir, no_test, inception_graph=graph, verbose=False)
     assert _one_line(error)
     with pytest.raises(errors.ConfigError, match="a2b, b2a or both"):
-        evaluate.evaluate(run_dir, "builtin", "x2y", inception_graph=graph)
+        cyclegan_tf.evaluate(run_dir, "builtin", direction="x2y", inception_graph=graph)
     with pytest.raises(errors.ConfigError, match="split must be test"):
-        evaluate.evaluate(run_dir, "builtin", split="train", inception_graph=graph)
+        cyclegan_tf.evaluate(run_dir, "builtin", split="train", inception_graph=graph)
 
     # No graph in the cache and no network: metrics' message, before the model is even loaded.
     monkeypatch.setenv("CYCLEGAN_TF_CACHE", str(tmp_path / "empty_cache"))
     monkeypatch.setattr(urllib.request, "urlopen", _no_network)
     with pytest.raises(metrics.MetricsError) as error:
-        evaluate.evaluate(str(tmp_path / "not_a_run"), "builtin")
+        cyclegan_tf.evaluate(str(tmp_path / "not_a_run"), "builtin")
     assert _one_line(error)
     message = str(error.value)
     assert metrics.DEFAULT_GRAPH_URL in message and metrics.GRAPH_FLAG in message
     with pytest.raises(metrics.MetricsError, match="does not exist"):
-        evaluate.evaluate(run_dir, "builtin", inception_graph=str(tmp_path / "nowhere.pb"))
+        cyclegan_tf.evaluate(run_dir, "builtin", inception_graph=str(tmp_path / "nowhere.pb"))
 
 
 def test_training_evaluator_skips_without_a_test_split_and_fails_without_a_graph(
@@ -211,8 +213,8 @@ def test_training_evaluator_skips_without_a_test_split_and_fails_without_a_graph
 ):
     dataset = _folder_dataset(tmp_path / "no_test", ("trainA", "trainB"))
     no_test = data.load(config.DataConfig(dataset=dataset, crop_size=16, load_size=16), 0)
-    assert evaluate.training_evaluator(no_test, str(tmp_path), 0) is None
-    assert evaluate.training_evaluator(no_test, str(tmp_path), 1) is None
+    assert evaluation.training_evaluator(no_test, str(tmp_path), 0) is None
+    assert evaluation.training_evaluator(no_test, str(tmp_path), 1) is None
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "--eval_every_epochs skipped" in err[0] and "no test split" in err[0]
 
@@ -220,13 +222,13 @@ def test_training_evaluator_skips_without_a_test_split_and_fails_without_a_graph
     monkeypatch.setattr(urllib.request, "urlopen", _no_network)
     builtin = data.load(TINY.data, 0)
     with pytest.raises(metrics.MetricsError) as error:  # no graph: an error, not a skip
-        evaluate.training_evaluator(builtin, str(tmp_path), 1)
+        evaluation.training_evaluator(builtin, str(tmp_path), 1)
     assert _one_line(error) and metrics.DEFAULT_GRAPH_URL in str(error.value)
     assert "--inception_graph=" in str(error.value) and "--eval_every_epochs" in str(error.value)
     with pytest.raises(metrics.MetricsError):  # an explicit path must exist
-        evaluate.training_evaluator(builtin, str(tmp_path), 1, str(tmp_path / "typo.pb"))
+        evaluation.training_evaluator(builtin, str(tmp_path), 1, str(tmp_path / "typo.pb"))
     with pytest.raises(errors.ConfigError, match="eval_every_epochs"):
-        evaluate.training_evaluator(builtin, str(tmp_path), -1)
+        evaluation.training_evaluator(builtin, str(tmp_path), -1)
 
 
 def _cli(*args):

@@ -1,7 +1,7 @@
-"""Tests for cyclegan_tf.export: TF Serving layout, assets, the warmup request, and the signatures
-loaded in fresh processes, both by `tf.saved_model.load` and by the TF1 session loader TF Serving
-resolves SignatureDefs with; TFLite and ONNX files in their own runtimes. Outputs are compared with
-the Keras generator run on numpy-padded input, and the files with the SavedModel."""
+"""Tests for cyclegan_tf.exporting: TF Serving layout, assets, the warmup request, and the
+signatures loaded in fresh processes, both by `tf.saved_model.load` and by the TF1 session loader
+TF Serving resolves SignatureDefs with; TFLite and ONNX files in their own runtimes. Outputs are
+compared with the Keras generator run on numpy-padded input, and the files with the SavedModel."""
 
 import json
 import os
@@ -17,7 +17,17 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 
-from cyclegan_tf import checkpoints, config, errors, export, generators, images, inference, rundir
+from cyclegan_tf import (
+    checkpoints,
+    config,
+    errors,
+    exporting,
+    generators,
+    images,
+    inference,
+    rundir,
+    sources,
+)
 from cyclegan_tf import precision as precision_lib
 
 # Name -> (height, width) of the images pushed through both signatures.
@@ -103,28 +113,18 @@ def _keras_reference(generator, images):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
-    run_dir = str(root / "run")
-    model = fixtures.make_run(run_dir)
-    export_dir = str(root / "models")
-    paths = export.export_run(run_dir, export_dir)[export.SAVED_MODEL]
-    return {"model": model, "run_dir": run_dir, "export_dir": export_dir, "paths": paths}
+def exported(shared_run):
+    """The session's tiny run and its SavedModels (`shared_run`, read-only)."""
+    return {**shared_run, "paths": shared_run["saved_models"]}
 
 
 @pytest.fixture(scope="module")
-def exported_files(exported, tmp_path_factory):
-    """Every format in one call, for one direction: the file formats' conversion is most of this
-    module's time, and the directions share every line of it (both directions' layout is
-    checked for SavedModels, `exported`)."""
-    export_dir = str(tmp_path_factory.mktemp("formats"))
-    paths = export.export_run(
-        exported["run_dir"],
-        export_dir,
-        directions=("a2b",),
-        formats="saved_model,tflite,onnx",
-    )
-    return {"export_dir": export_dir, "paths": paths}
+def exported_files(shared_run):
+    """The same export's TFLite and ONNX files: a2b only (the conversions are most of the time,
+    and the directions share every line of them; both directions' SavedModels are checked)."""
+    files = {fmt: {"a2b": path} for fmt, path in shared_run["files"].items()}
+    paths = {"saved_model": shared_run["saved_models"], **files}
+    return {"export_dir": shared_run["export_dir"], "paths": paths}
 
 
 def test_layout_assets_and_metadata(exported):
@@ -133,13 +133,13 @@ def test_layout_assets_and_metadata(exported):
         "a2b": os.path.join(export_dir, "cyclegan_a2b", "1"),
         "b2a": os.path.join(export_dir, "cyclegan_b2a", "1"),
     }
-    # Only the model directories: the staging directory was renamed away, nothing half-written.
-    assert sorted(os.listdir(export_dir)) == ["cyclegan_a2b", "cyclegan_b2a"]
+    # Only the formats' directories: the staging directory was renamed away, nothing half-written.
+    assert sorted(os.listdir(export_dir)) == ["cyclegan_a2b", "cyclegan_b2a", "onnx", "tflite"]
     for direction, path in paths.items():
         assert os.path.isfile(os.path.join(path, "saved_model.pb"))
         assert os.path.isfile(os.path.join(path, "variables", "variables.index"))
-        assert export.read_exported_config(path) == config.preset("tiny", precision="float32")
-        info = export.read_export_info(path)
+        assert sources.read_exported_config(path) == config.preset("tiny", precision="float32")
+        info = sources.read_export_info(path)
         assert info["direction"] == direction
         assert info["generator"] == {"a2b": "g_ab", "b2a": "g_ba"}[direction]
         assert (info["checkpoint"], info["step"], info["version"]) == ("ckpt-3", 0, 1)
@@ -254,24 +254,26 @@ def test_precision_defaults_to_float32_and_bfloat16_serves_close_to_float32(tmp_
     model = fixtures.make_run(run_dir, precision="mixed_bfloat16")  # trained in bfloat16
 
     def export_a2b(**kwargs):
-        return export.export_run(run_dir, export_dir, directions=("a2b",), **kwargs)["saved_model"]
+        return exporting.export_run(run_dir, export_dir, directions=("a2b",), **kwargs)[
+            "saved_model"
+        ]
 
     fp32 = export_a2b()["a2b"]  # portable by default, whatever the run trained in
     bf16 = export_a2b(precision="mixed_bfloat16")["a2b"]
     auto = export_a2b(precision="auto")["a2b"]  # resolved on the exporting machine
-    assert export.read_export_info(fp32)["precision"] == "float32"
-    assert export.read_export_info(bf16)["precision"] == "mixed_bfloat16"
+    assert sources.read_export_info(fp32)["precision"] == "float32"
+    assert sources.read_export_info(bf16)["precision"] == "mixed_bfloat16"
     resolved = precision_lib.resolve("auto")
-    assert export.read_export_info(auto)["precision"] == resolved.precision
-    assert export.read_export_info(auto)["precision_reason"] == resolved.reason
+    assert sources.read_export_info(auto)["precision"] == resolved.precision
+    assert sources.read_export_info(auto)["precision_reason"] == resolved.reason
     with pytest.raises(ValueError, match="precision must be one of auto, float32, mixed_bfloat16"):
-        export.export_run(run_dir, export_dir, precision="bfloat16")
+        exporting.export_run(run_dir, export_dir, precision="bfloat16")
     assert sorted(os.listdir(os.path.join(export_dir, "cyclegan_a2b"))) == ["1", "2", "3"]
 
     image = fixtures.random_image(37, 53, seed=7)[None]
     served = {}
     for name, path in (("bf16", bf16), ("fp32", fp32)):
-        signature = tf.saved_model.load(path).signatures[export.TENSOR_SIGNATURE]
+        signature = tf.saved_model.load(path).signatures[sources.TENSOR_SIGNATURE]
         out = signature(images=tf.constant(image))
         assert out["images"].dtype == tf.uint8 and out["images_float"].dtype == tf.float32
         served[name] = out["images_float"].numpy()
@@ -286,18 +288,19 @@ def test_precision_defaults_to_float32_and_bfloat16_serves_close_to_float32(tmp_
     assert 0 < difference.max() < 0.05 and difference.mean() < 0.01
 
 
-def test_versions_increase_and_existing_versions_are_refused(exported):
-    run_dir, export_dir = exported["run_dir"], exported["export_dir"]
+def test_versions_increase_and_existing_versions_are_refused(exported, tmp_path):
+    run_dir, export_dir = exported["run_dir"], str(tmp_path / "export")
+    shutil.copytree(exported["export_dir"], export_dir)  # the shared export is read-only
     with pytest.raises(ValueError, match="already exists"):
-        export.export_run(run_dir, export_dir, version=1)
+        exporting.export_run(run_dir, export_dir, version=1)
     with pytest.raises(ValueError, match="version must be an integer >= 1"):
-        export.export_run(run_dir, export_dir, version=0)
+        exporting.export_run(run_dir, export_dir, version=0)
     # The next free version counts both directions, so the pair stays aligned.
-    paths = export.export_run(run_dir, export_dir, checkpoint="3", directions=("b2a",))
+    paths = exporting.export_run(run_dir, export_dir, checkpoint="3", directions=("b2a",))
     assert paths == {"saved_model": {"b2a": os.path.join(export_dir, "cyclegan_b2a", "2")}}
-    latest = export.latest_version(os.path.join(export_dir, "cyclegan_b2a"))
+    latest = sources.latest_version(os.path.join(export_dir, "cyclegan_b2a"))
     assert latest == paths["saved_model"]["b2a"]
-    assert sorted(os.listdir(export_dir)) == ["cyclegan_a2b", "cyclegan_b2a"]
+    assert sorted(os.listdir(export_dir)) == ["cyclegan_a2b", "cyclegan_b2a", "onnx", "tflite"]
 
 
 def test_a_failed_export_leaves_no_version_behind(exported, tmp_path, monkeypatch):
@@ -310,28 +313,28 @@ def test_a_failed_export_leaves_no_version_behind(exported, tmp_path, monkeypatc
         open(os.path.join(path, "saved_model.pb"), "w").close()
         return path
 
-    monkeypatch.setattr(export, "export_generator", half_export)
+    monkeypatch.setattr(exporting, "export_generator", half_export)
     with pytest.raises(RuntimeError, match="disk full"):
-        export.export_run(exported["run_dir"], export_dir)
+        exporting.export_run(exported["run_dir"], export_dir)
     assert os.listdir(export_dir) == []  # neither direction, no staging directory
 
 
 def test_unusable_run_directories_raise_user_errors(exported, tmp_path):
     with pytest.raises(checkpoints.CheckpointError, match="No checkpoints in"):
-        export.export_run(str(tmp_path), str(tmp_path / "models"))
+        exporting.export_run(str(tmp_path), str(tmp_path / "models"))
     shutil.copytree(os.path.join(exported["run_dir"], "checkpoints"), tmp_path / "checkpoints")
     with pytest.raises(rundir.RunDirError, match="not a run directory: it has no config"):
-        export.export_run(str(tmp_path), str(tmp_path / "models"))
+        exporting.export_run(str(tmp_path), str(tmp_path / "models"))
     with pytest.raises(checkpoints.CheckpointError, match="Checkpoint '99' not found"):
-        export.export_run(exported["run_dir"], str(tmp_path / "models"), checkpoint="99")
+        exporting.export_run(exported["run_dir"], str(tmp_path / "models"), checkpoint="99")
 
 
 def test_formats_are_parsed_and_unknown_ones_refused_before_any_work(exported, tmp_path):
-    assert export.parse_formats("onnx, saved_model,") == ("onnx", "saved_model")
-    assert export.parse_formats(("tflite",)) == ("tflite",)
+    assert exporting.parse_formats("onnx, saved_model,") == ("onnx", "saved_model")
+    assert exporting.parse_formats(("tflite",)) == ("tflite",)
     for bad in ("tflight", "saved_model,saved_model", ""):
         with pytest.raises(errors.ConfigError, match="format must be a comma-separated list"):
-            export.export_run(exported["run_dir"], str(tmp_path / "m"), formats=bad)
+            exporting.export_run(exported["run_dir"], str(tmp_path / "m"), formats=bad)
     assert not (tmp_path / "m").exists()
 
 
@@ -340,7 +343,6 @@ def test_formats_are_parsed_and_unknown_ones_refused_before_any_work(exported, t
 
 def test_tflite_and_onnx_layout_and_check_figures(exported_files):
     export_dir, paths = exported_files["export_dir"], exported_files["paths"]
-    assert sorted(os.listdir(export_dir)) == ["cyclegan_a2b", "onnx", "tflite"]
     for fmt in ("tflite", "onnx"):
         assert sorted(os.listdir(os.path.join(export_dir, fmt))) == [
             f"cyclegan_a2b_1.{ext}" for ext in ("json", fmt)
@@ -348,7 +350,7 @@ def test_tflite_and_onnx_layout_and_check_figures(exported_files):
         assert list(paths[fmt]) == ["a2b"]
         for direction, path in paths[fmt].items():
             assert path == os.path.join(export_dir, fmt, f"cyclegan_{direction}_1.{fmt}")
-            info = export.read_export_info(path)
+            info = sources.read_export_info(path)
             assert (info["format"], info["direction"], info["version"]) == (fmt, direction, 1)
             assert info["precision"] == "float32" and info["run_name"] == "run"
             assert list(info["inputs"]) == ["images"]
@@ -363,9 +365,9 @@ def test_tflite_and_onnx_layout_and_check_figures(exported_files):
 def test_files_equal_the_saved_model_at_any_size(exported_files, fmt):
     paths = exported_files["paths"]
     for direction in paths[fmt]:
-        run = export.load_file(paths[fmt][direction])
+        run = sources.open_file(paths[fmt][direction])
         saved = tf.saved_model.load(paths["saved_model"][direction])
-        signature = saved.signatures[export.TENSOR_SIGNATURE]
+        signature = saved.signatures[sources.TENSOR_SIGNATURE]
         for i, (height, width) in enumerate([(45, 30), (32, 48), (3, 2)]):  # 45, 30, 3: not x4
             batch = np.stack([fixtures.random_image(height, width, seed=i + s) for s in (0, 9)])
             got = run(batch)
@@ -384,17 +386,19 @@ def test_a_file_failing_its_check_is_deleted_with_a_one_line_error(exported_file
     path = str(tmp_path / "copy.onnx")
     shutil.copy(source, path)
     shutil.copy(source[: -len(".onnx")] + ".json", str(tmp_path / "copy.json"))
-    other = inference.Translator(generators.build_generator("resnet_6blocks", ngf=8), 4)
-    with pytest.raises(export.ExportCheckError, match=r"differs from the Keras model by up to \d+"):
-        export.check_file(path, other)
+    other = inference.Endpoints(generators.build_generator("resnet_6blocks", ngf=8), 4)
+    with pytest.raises(
+        exporting.ExportCheckError, match=r"differs from the Keras model by up to \d+"
+    ):
+        exporting.check_file(path, other)
     assert os.listdir(tmp_path) == []
 
 
 def test_a_failed_check_writes_no_format_at_all(exported, tmp_path, monkeypatch):
-    monkeypatch.setattr(export, "CHECK_TOLERANCE", -1)  # every file fails
+    monkeypatch.setattr(exporting, "CHECK_TOLERANCE", -1)  # every file fails
     export_dir = str(tmp_path / "models")
-    with pytest.raises(export.ExportCheckError, match="The tflite export differs"):
-        export.export_run(
+    with pytest.raises(exporting.ExportCheckError, match="The tflite export differs"):
+        exporting.export_run(
             exported["run_dir"], export_dir, directions=("a2b",), formats="saved_model,tflite"
         )
     assert os.listdir(export_dir) == []
@@ -402,8 +406,8 @@ def test_a_failed_check_writes_no_format_at_all(exported, tmp_path, monkeypatch)
 
 def test_a_missing_extra_is_one_line_naming_the_pip_command(exported, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` fails
-    with pytest.raises(export.MissingExtraError) as caught:
-        export.export_run(exported["run_dir"], str(tmp_path / "m"), formats="saved_model,onnx")
+    with pytest.raises(sources.MissingExtraError) as caught:
+        exporting.export_run(exported["run_dir"], str(tmp_path / "m"), formats="saved_model,onnx")
     message = str(caught.value)
     assert message == (
         "The onnx format needs onnxruntime, which is not installed: pip install 'cyclegan-tf[onnx]'"
@@ -412,8 +416,8 @@ def test_a_missing_extra_is_one_line_naming_the_pip_command(exported, tmp_path, 
     assert not (tmp_path / "m").exists()
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
-    with pytest.raises(export.MissingExtraError, match=r"pip install 'cyclegan-tf\[tflite\]'"):
-        export.load_file(str(tmp_path / "model.tflite"))
+    with pytest.raises(sources.MissingExtraError, match=r"pip install 'cyclegan-tf\[tflite\]'"):
+        sources.open_file(str(tmp_path / "model.tflite"))
 
 
 @pytest.mark.slow
@@ -528,8 +532,8 @@ def test_warmup_file_parses_to_a_request_the_model_answers(exported):
     assert entry_fields[1] == b"images_bytes"
     tensor = tf.make_ndarray(tensor_pb2.TensorProto.FromString(entry_fields[2]))
 
-    # The same through the message class export.py writes with.
-    log = export.prediction_log_class().FromString(records[0])
+    # The same through the message class exporting.py writes with.
+    log = exporting.prediction_log_class().FromString(records[0])
     spec = log.predict_log.request.model_spec
     assert (spec.name, spec.signature_name) == ("cyclegan_a2b", "serving_default")
     assert list(log.predict_log.request.inputs) == ["images_bytes"]
@@ -564,12 +568,12 @@ def test_affine_instance_norm_exports_to_every_format(tmp_path):
     checkpoints.Checkpointer(model.checkpoint_objects(), run_dir).save(1)
     assert rundir.require_config(run_dir).model.norm == cfg.model.norm
 
-    paths = export.export_run(
+    paths = exporting.export_run(
         run_dir, str(tmp_path / "models"), directions=("a2b",), formats="saved_model,tflite,onnx"
     )
     batch = np.stack([fixtures.random_image(45, 30, seed=s) for s in (0, 1)])
     saved = tf.saved_model.load(paths["saved_model"]["a2b"])
-    want = saved.signatures[export.TENSOR_SIGNATURE](images=tf.constant(batch))
+    want = saved.signatures[sources.TENSOR_SIGNATURE](images=tf.constant(batch))
     reference = _keras_reference(model.g_ab, batch)
     np.testing.assert_allclose(want["images_float"].numpy(), reference, rtol=0, atol=1e-4)
     plain = generators.build_generator("resnet_6blocks", ngf=8)  # the same convs, no affine part
@@ -579,6 +583,6 @@ def test_affine_instance_norm_exports_to_every_format(tmp_path):
         target.assign(source)
     assert np.abs(_keras_reference(plain, batch) - reference).max() > 0.1
     for fmt in ("tflite", "onnx"):
-        assert export.read_export_info(paths[fmt]["a2b"])["check"]["max_uint8_difference"] <= 1
-        got = export.load_file(paths[fmt]["a2b"])(batch)
+        assert sources.read_export_info(paths[fmt]["a2b"])["check"]["max_uint8_difference"] <= 1
+        got = sources.open_file(paths[fmt]["a2b"])(batch)
         assert np.abs(got["translated"].astype(int) - want["images"].numpy()).max() <= 1, fmt

@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 import test_train
 
-from cyclegan_tf import config, evaluate, metrics, nativelog, train
+from cyclegan_tf import config, evaluation, metrics, nativelog, training
 
 # What TensorFlow's CPU-feature check logs before it aborts, on a CPU without the instructions
 # the wheel was built for (cpu_feature_guard.cc: LOG(FATAL), then abort()).
@@ -105,11 +105,11 @@ def test_eval_every_epochs_without_a_graph_fails_before_training(tmp_path, monke
     run = tmp_path / "run"
     tiny = config.preset("tiny", max_steps=2, precision="float32")
     with pytest.raises(metrics.MetricsError) as error:
-        train.train(tiny, str(run), verbose=0, eval_every_epochs=1)
+        training.train(tiny, str(run), verbose=0, eval_every_epochs=1)
     _assert_graph_error(str(error.value))
     assert not run.exists()  # nothing written, no checkpoint
     with pytest.raises(metrics.MetricsError, match="does not exist") as error:
-        train.train(tiny, str(run), verbose=0, eval_every_epochs=1, inception_graph="typo.pb")
+        training.train(tiny, str(run), verbose=0, eval_every_epochs=1, inception_graph="typo.pb")
     _assert_graph_error(str(error.value))
     assert not run.exists()
 
@@ -118,14 +118,14 @@ def test_the_graph_check_downloads_nothing_when_the_graph_is_given_or_cached(tmp
     monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("downloaded"))
     given = tmp_path / "given.pb"
     given.write_bytes(b"x")
-    assert evaluate.inception_graph_for_training(1, str(given)) == str(given)
+    assert evaluation.inception_graph_for_training(1, str(given)) == str(given)
     cache = tmp_path / "cache"
     cache.mkdir()
     with open(cache / metrics.GRAPH_FILE, "wb") as f:  # the expected size, sparse
         f.truncate(metrics.GRAPH_SIZE)
     monkeypatch.setenv("CYCLEGAN_TF_CACHE", str(cache))
-    assert evaluate.inception_graph_for_training(1) == str(cache / metrics.GRAPH_FILE)
-    assert evaluate.inception_graph_for_training(0) is None
+    assert evaluation.inception_graph_for_training(1) == str(cache / metrics.GRAPH_FILE)
+    assert evaluation.inception_graph_for_training(0) is None
 
 
 @pytest.mark.slow(seconds=15)

@@ -15,7 +15,7 @@ float32, mixed_bfloat16 and mixed_float16:
   rewrites of float32 convolutions, and whatever else those passes do for a GPU);
 - the inference function (`CycleGAN._translate`: grids, scores, evaluation), traced and
   Grappler-rewritten the same way;
-- the SavedModel export (`export.export_run`, format saved_model): every node and function of its
+- the SavedModel export (`exporting.export_run`, format saved_model): every node and function of its
   saved_model.pb, which is what TF Serving loads (both signatures, the loader's restore function,
   the save function), and both signatures after Grappler.
 
@@ -60,7 +60,7 @@ from tensorflow.python.grappler import cluster as grappler_cluster
 from tensorflow.python.grappler import tf_optimizer
 from tensorflow.python.util import _pywrap_kernel_registry
 
-from cyclegan_tf import config, errors, export, hardware, trainer
+from cyclegan_tf import config, errors, exporting, hardware, sources, trainer
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 GAN_MODES = ("lsgan", "vanilla", "wgangp")
@@ -491,7 +491,7 @@ def run_dir(tmp_path_factory):
 @pytest.mark.slow(seconds=4)
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_saved_model_export_has_gpu_kernels(precision, run_dir, tmp_path):
-    written = export.export_run(
+    written = exporting.export_run(
         run_dir,
         str(tmp_path / "export"),
         precision=precision,
@@ -508,17 +508,17 @@ def test_saved_model_export_has_gpu_kernels(precision, run_dir, tmp_path):
 
     # translate_images (tensors in and out) runs entirely on the GPU: no host op in any function
     # it calls.
-    signatures = {name: meta.signature_def[name] for name in export.SIGNATURES}
+    signatures = {name: meta.signature_def[name] for name in sources.SIGNATURES}
     nodes = {node.name: node for node in graph_def.node}
 
     def calls(signature):
         names = [t.name.split(":")[0] for t in signature.outputs.values()]
         return [f for name in names for f in _called(nodes[name])]
 
-    tensor_path = reachable(result, calls(signatures[export.TENSOR_SIGNATURE]))
+    tensor_path = reachable(result, calls(signatures[sources.TENSOR_SIGNATURE]))
     assert tensor_path, "translate_images calls no function"
     on_host = sorted(_show(key) for key, where in result.missing.items() if where & tensor_path)
-    assert not on_host, f"{export.TENSOR_SIGNATURE} runs ops on the host: {on_host}"
+    assert not on_host, f"{sources.TENSOR_SIGNATURE} runs ops on the host: {on_host}"
 
     fetches = [t.name.split(":")[0] for s in signatures.values() for t in s.outputs.values()]
     optimized = audit(

@@ -67,7 +67,7 @@ def test_unet_pads_small_images_to_its_multiple():
 
 def test_translate_encoded_handles_a_batch_of_different_sizes():
     generator = generators.build_generator("resnet_6blocks", ngf=8)
-    translator = inference.Translator(generator, 4)
+    translator = inference.Endpoints(generator, 4)
     data = [
         fixtures.encode(fixtures.random_image(9, 13, seed=0), "PNG"),
         fixtures.encode(fixtures.random_image(30, 4, seed=1, channels=1), "PNG"),

@@ -18,18 +18,18 @@ import PIL.Image
 import pytest
 from test_torch_pickle import _legacy, _rewrite_zip, _System, _zip
 
+import cyclegan_tf
 from cyclegan_tf import (
     checkpoints,
     config,
     errors,
-    export,
+    exporting,
     generators,
     inference,
     pretrained,
     rundir,
-    train,
     trainer,
-    translate,
+    training,
 )
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "torch")
@@ -238,7 +238,7 @@ def test_import_writes_a_run_that_load_run_translates_identically(tmp_path):
         True,
         "instance",
     )
-    with open(os.path.join(run_dir, pretrained.IMPORTED_FILE)) as f:
+    with open(os.path.join(run_dir, rundir.IMPORTED_FILE)) as f:
         record = json.load(f)
     assert record["directions"] == ["a2b", "b2a"]
     layout = {"generator": "resnet_6blocks", "ngf": 2, "dropout": True, "norm": "instance"}
@@ -251,13 +251,13 @@ def test_import_writes_a_run_that_load_run_translates_identically(tmp_path):
         assert record["sources"][direction]["sha256"] == digest
         assert record["sources"][direction]["file"] == os.path.abspath(path)
     assert record["date"]
-    assert pretrained.imported_directions(run_dir) == ("a2b", "b2a")
-    pretrained.check_directions(run_dir, ("a2b", "b2a"))
+    assert rundir.imported_directions(run_dir) == ("a2b", "b2a")
+    rundir.check_directions(run_dir, ("a2b", "b2a"))
 
     run = inference.load_run(run_dir, precision="float32")
     reference = np.load(os.path.join(DATA, "resnet6_dropout.npz"))
     x_odd = _float(reference["x_odd"])
-    translated = {d: np.asarray(run.translator(d).translate_float(x_odd)) for d in ("a2b", "b2a")}
+    translated = {d: np.asarray(run.endpoints(d).translate_float(x_odd)) for d in ("a2b", "b2a")}
     np.testing.assert_allclose(translated["a2b"], reference["y_odd"], rtol=0, atol=1e-4)
     direct_b2a = pretrained.to_keras(
         pretrained.load_state_dict(b2a), pretrained.Layout("resnet_6blocks", 2, dropout=True)
@@ -272,10 +272,10 @@ def test_one_direction_import_reports_the_missing_direction(tmp_path):
     run_dir = str(tmp_path / "run")
     os.makedirs(run_dir)  # an existing empty directory is fine
     pretrained.import_torch(_path("resnet9_zip"), "b2a", run_dir)
-    assert pretrained.imported_directions(run_dir) == ("b2a",)
-    pretrained.check_directions(run_dir, ("b2a",))
-    with pytest.raises(pretrained.PretrainedError) as error:
-        pretrained.check_directions(run_dir, ("a2b",))
+    assert rundir.imported_directions(run_dir) == ("b2a",)
+    rundir.check_directions(run_dir, ("b2a",))
+    with pytest.raises(rundir.RunDirError) as error:
+        rundir.check_directions(run_dir, ("a2b",))
     message = str(error.value)
     assert "\n" not in message
     assert "imported with b2a only" in message and "resnet9_zip.pth" in message
@@ -284,13 +284,13 @@ def test_one_direction_import_reports_the_missing_direction(tmp_path):
     run = inference.load_run(run_dir, directions=("b2a",), precision="float32")
     reference = np.load(os.path.join(DATA, "resnet9_zip.npz"))
     np.testing.assert_allclose(
-        np.asarray(run.translator("b2a").translate_float(_float(reference["x_odd"]))),
+        np.asarray(run.endpoints("b2a").translate_float(_float(reference["x_odd"]))),
         reference["y_odd"],
         rtol=0,
         atol=1e-4,
     )
     # A run directory that was not imported has both.
-    assert pretrained.imported_directions(str(tmp_path)) == ("a2b", "b2a")
+    assert rundir.imported_directions(str(tmp_path)) == ("a2b", "b2a")
 
 
 def test_existing_output_dir_is_refused(tmp_path):
@@ -419,15 +419,15 @@ def test_errors_are_user_errors():
 def test_load_run_and_export_of_a_one_direction_import(tmp_path):
     run_dir = str(tmp_path / "run")
     pretrained.import_torch(_path("resnet6_legacy"), "a2b", run_dir)
-    with pytest.raises(pretrained.PretrainedError, match="imported with a2b only") as error:
+    with pytest.raises(rundir.RunDirError, match="imported with a2b only") as error:
         inference.load_run(run_dir, directions=("b2a",), precision="float32")
     assert "\n" not in str(error.value) and "--direction=a2b" in str(error.value)
     # Export takes the directions the run has by default; asking for the other one is refused.
     export_dir = str(tmp_path / "exported")
-    paths = export.export_run(run_dir, export_dir)
+    paths = exporting.export_run(run_dir, export_dir)
     assert paths == {"saved_model": {"a2b": os.path.join(export_dir, "cyclegan_a2b", "1")}}
-    with pytest.raises(pretrained.PretrainedError, match="no b2a generator"):
-        export.export_run(run_dir, export_dir, directions=("a2b", "b2a"))
+    with pytest.raises(rundir.RunDirError, match="no b2a generator"):
+        exporting.export_run(run_dir, export_dir, directions=("a2b", "b2a"))
     assert sorted(os.listdir(export_dir)) == ["cyclegan_a2b"]
 
 
@@ -469,7 +469,7 @@ def test_init_from_sets_the_generators_of_a_new_run(tmp_path, kind):
     # 2. Through train(): the run records its start in init.json; one Adam step of lr 2e-4 from
     # the imported weights moves each of them by at most the learning rate.
     run_dir = str(tmp_path / "new")
-    train.train(cfg.replace(max_steps=1), run_dir, verbose=0, init_from=source)
+    training.train(cfg.replace(max_steps=1), run_dir, verbose=0, init_from=source)
     with open(os.path.join(run_dir, "init.json")) as f:
         init = json.load(f)
     assert init["init_from"] == os.path.abspath(source) and init["directions"] == ["a2b"]
@@ -486,15 +486,15 @@ def test_init_from_sets_the_generators_of_a_new_run(tmp_path, kind):
         return
 
     # 3. The same command again resumes; another source, or another architecture, is refused.
-    assert train.train(cfg.replace(max_steps=2), run_dir, verbose=0, init_from=source).step == 2
+    assert training.train(cfg.replace(max_steps=2), run_dir, verbose=0, init_from=source).step == 2
     other = str(tmp_path / "other")
     pretrained.import_torch(weights, "a2b", other)
     with pytest.raises(pretrained.PretrainedError, match="already holds one") as error:
-        train.train(cfg.replace(max_steps=3), run_dir, verbose=0, init_from=other)
+        training.train(cfg.replace(max_steps=3), run_dir, verbose=0, init_from=other)
     assert "\n" not in str(error.value)
     fresh = tmp_path / "fresh"
     with pytest.raises(pretrained.PretrainedError, match=r"ngf=4.*ngf=8: pass --ngf=4") as error:
-        train.train(config.preset("tiny", max_steps=1), str(fresh), verbose=0, init_from=source)
+        training.train(config.preset("tiny", max_steps=1), str(fresh), verbose=0, init_from=source)
     assert "\n" not in str(error.value) and not fresh.exists()
 
 
@@ -522,7 +522,8 @@ def test_cli_import_torch_end_to_end(tmp_path):
     image = tmp_path / "in.png"
     PIL.Image.fromarray(reference["x_odd"][0]).save(image)
     out = str(tmp_path / "out")
-    summary = translate.translate(str(run), str(image), out, verbose=False, precision="float32")
+    translator = cyclegan_tf.load(str(run), "a2b", precision="float32")
+    summary = translator.translate_files(str(image), out, verbose=False)
     got = np.asarray(PIL.Image.open(summary.written[0]))
     want = (reference["y_odd"][0] + 1.0) * 127.5
     assert np.abs(got.astype(np.float32) - want).max() <= 1.0
@@ -669,7 +670,7 @@ def test_keras_io_cyclegan_weights_give_both_directions(keras_io_files, tmp_path
         "keras_same",
         "output_only",
     )
-    with open(os.path.join(run_dir, pretrained.IMPORTED_FILE)) as f:
+    with open(os.path.join(run_dir, rundir.IMPORTED_FILE)) as f:
         record = json.load(f)
     assert record["layout"]["family"] == "keras_io"
     assert record["sources"]["a2b"]["format"] == "keras"

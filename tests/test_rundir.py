@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from cyclegan_tf import config, rundir, train
+from cyclegan_tf import config, rundir, training
 
 
 def _tiny(**overrides):
@@ -120,21 +120,21 @@ def test_one_process_per_run_and_a_killed_holder_does_not_block(tmp_path):
 
 
 def test_cadence_of_log_save_grid_and_kept_epochs():
-    cadence = train.Cadence(steps_per_epoch=4, total=10, log_steps=3, save_steps=5, save_epoch=2)
+    cadence = training.Cadence(steps_per_epoch=4, total=10, log_steps=3, save_steps=5, save_epoch=2)
     events = {step: cadence.events(step) for step in range(1, 11)}
     assert [s for s, e in events.items() if "log" in e] == [3, 6, 9, 10]
     assert [s for s, e in events.items() if "epoch_end" in e] == [4, 8, 10]
     assert [s for s, e in events.items() if "keep_epoch" in e] == [8]
     assert [s for s, e in events.items() if "save" in e] == [5, 8, 10]
-    capped = train.Cadence.of(_tiny(max_steps=6), steps_per_epoch=8)
-    assert capped.total == 6 and train.Cadence.of(_tiny(), steps_per_epoch=8).total == 16
+    capped = training.Cadence.of(_tiny(max_steps=6), steps_per_epoch=8)
+    assert capped.total == 6 and training.Cadence.of(_tiny(), steps_per_epoch=8).total == 16
 
 
 def test_cadence_of_evaluations_at_complete_epochs_only():
-    assert not any("eval" in train.Cadence(4, 10, 3, 5, 2).events(s) for s in range(1, 11))
-    every_2 = train.Cadence(
+    assert not any("eval" in training.Cadence(4, 10, 3, 5, 2).events(s) for s in range(1, 11))
+    every_2 = training.Cadence(
         steps_per_epoch=4, total=18, log_steps=3, save_steps=5, save_epoch=3, eval_epochs=2
     )
     assert [s for s in range(1, 19) if "eval" in every_2.events(s)] == [8, 16]  # not 18: partial
-    every_1 = train.Cadence.of(_tiny(max_steps=20), steps_per_epoch=8, eval_epochs=1)
+    every_1 = training.Cadence.of(_tiny(max_steps=20), steps_per_epoch=8, eval_epochs=1)
     assert [s for s in range(1, 21) if "eval" in every_1.events(s)] == [8, 16]

@@ -25,8 +25,8 @@ from cyclegan_tf import (
     inference,
     losses,
     precision,
-    train,
     trainer,
+    training,
 )
 
 
@@ -41,7 +41,7 @@ def _variables(checkpoint_prefix):
 
 def test_run_writes_checkpoints_logs_grids_and_score(tmp_path):
     run = str(tmp_path / "run")
-    result = train.train(_tiny(max_steps=10), run, verbose=0)
+    result = training.train(_tiny(max_steps=10), run, verbose=0)
     assert result.step == 10 and result.checkpoint.endswith("ckpt-10")
     assert os.path.exists(os.path.join(run, "images", "epoch_001.png"))  # epoch of 8 steps
     assert os.path.exists(os.path.join(run, "images", "epoch_002.png"))  # partial last epoch
@@ -67,44 +67,44 @@ def test_resume_continues_where_it_stopped(tmp_path, monkeypatch):
     decoded = []  # the image files each start decodes to check them
     decodable = data._decodable
     monkeypatch.setattr(data, "_decodable", lambda paths: decoded.append(paths) or decodable(paths))
-    train.train(_tiny(max_steps=4), run, verbose=0)
+    training.train(_tiny(max_steps=4), run, verbose=0)
     assert sum(map(len, decoded)) == 8 + 8 + 4 + 4  # train and test images, checked once
     decoded.clear()
-    result = train.train(_tiny(max_steps=6), run, verbose=0)  # max_steps may change on resume
+    result = training.train(_tiny(max_steps=6), run, verbose=0)  # max_steps may change on resume
     assert result.step == 6
     assert decoded == []  # file_checks.json: nothing changed, nothing decoded
-    again = train.train(_tiny(max_steps=6), run, verbose=0)
+    again = training.train(_tiny(max_steps=6), run, verbose=0)
     assert again.step == 6 and again.first_step_seconds is None  # nothing left to do
 
 
 def test_run_directory_rules(tmp_path):
     run = str(tmp_path / "run")
-    train.train(_tiny(max_steps=2), run, verbose=0)
-    with pytest.raises(train.RunDirError, match="already holds a run.*--overwrite"):
-        train.train(_tiny(max_steps=2), run, resume=False, verbose=0)
-    with pytest.raises(train.RunDirError, match=r"model.ngf: 8 -> 16"):
-        train.train(_tiny(max_steps=2, ngf=16), run, verbose=0)
-    result = train.train(_tiny(max_steps=2), run, resume=False, overwrite=True, verbose=0)
+    training.train(_tiny(max_steps=2), run, verbose=0)
+    with pytest.raises(training.RunDirError, match="already holds a run.*--overwrite"):
+        training.train(_tiny(max_steps=2), run, resume=False, verbose=0)
+    with pytest.raises(training.RunDirError, match=r"model.ngf: 8 -> 16"):
+        training.train(_tiny(max_steps=2, ngf=16), run, verbose=0)
+    result = training.train(_tiny(max_steps=2), run, resume=False, overwrite=True, verbose=0)
     assert result.step == 2
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
     run = str(tmp_path / "run")
-    train.train(_tiny(max_steps=8, save_steps=4), run, verbose=0)
+    training.train(_tiny(max_steps=8, save_steps=4), run, verbose=0)
     data_file = os.path.join(run, "checkpoints", "ckpt-8.data-00000-of-00001")
     with open(data_file, "r+b") as f:
         f.truncate(100)
-    result = train.train(_tiny(max_steps=10, save_steps=4), run, verbose=0)
+    result = training.train(_tiny(max_steps=10, save_steps=4), run, verbose=0)
     assert result.step == 10
     assert "ckpt-8 could not be read" in caplog.text and "resumed from" in caplog.text
 
 
 def test_non_finite_loss_stops_without_saving_bad_weights(tmp_path, monkeypatch):
     run = str(tmp_path / "run")
-    train.train(_tiny(max_steps=2), run, verbose=0)
+    training.train(_tiny(max_steps=2), run, verbose=0)
     monkeypatch.setattr(losses, "cycle", lambda real, rec: tf.constant(float("nan")))
-    with pytest.raises(train.NonFiniteLossError, match=r"Loss g/cycle_a became nan at step 3"):
-        train.train(_tiny(max_steps=6), run, verbose=0)
+    with pytest.raises(training.NonFiniteLossError, match=r"Loss g/cycle_a became nan at step 3"):
+        training.train(_tiny(max_steps=6), run, verbose=0)
     latest = tf.train.latest_checkpoint(os.path.join(run, "checkpoints"))
     assert latest.endswith("ckpt-2")
     floats = [v for v in _variables(latest).values() if getattr(v, "dtype", None) == np.float32]
@@ -137,7 +137,7 @@ def test_the_loop_reads_step_outputs_only_at_the_log_cadence(tmp_path, monkeypat
         self.train_step = train_step
 
     monkeypatch.setattr(trainer.CycleGAN, "__init__", recording_init)
-    train.train(_tiny(max_steps=8, log_steps=4, save_steps=8), str(tmp_path / "run"), verbose=1)
+    training.train(_tiny(max_steps=8, log_steps=4, save_steps=8), str(tmp_path / "run"), verbose=1)
     assert calls[0] == 8 and {step for step, _ in reads} == set(range(1, 9))
     assert all(at == 4 * math.ceil(step / 4) for step, at in reads), reads
 
@@ -155,7 +155,7 @@ def test_configure_tensorflow_grows_gpu_memory_and_keeps_grappler_on_a_gpu(monke
     monkeypatch.setattr(tf.config.optimizer, "set_experimental_options", options.append)
     monkeypatch.setattr(devices, "_decision", None)  # a fresh process
     hardware.reset()  # the probe sees the pretended GPU (conftest resets it after the test)
-    train.configure_tensorflow(_tiny().train)
+    training.configure_tensorflow(_tiny().train)
     assert growth == [("/physical_device:GPU:0", True)]
     # Grappler's meta optimizer stays on with a GPU (not measured here)
     assert options == [{"disable_meta_optimizer": False}]
@@ -163,14 +163,14 @@ def test_configure_tensorflow_grows_gpu_memory_and_keeps_grappler_on_a_gpu(monke
     growth.clear()
     monkeypatch.setattr(devices, "_decision", None)
     devices.configure_gpus(False)
-    train.configure_tensorflow(_tiny().train)
+    training.configure_tensorflow(_tiny().train)
     assert growth == [("/physical_device:GPU:0", False)]
     # CPU only: nothing to grow; the meta optimizer off (measured to help on the CPU).
     growth.clear()
     options.clear()
     visible.clear()
     hardware.reset()
-    train.configure_tensorflow(_tiny().train)
+    training.configure_tensorflow(_tiny().train)
     assert growth == [] and options == [{"disable_meta_optimizer": True}]
 
 
@@ -481,9 +481,9 @@ def test_two_workers_train_like_two_mirrored_devices_and_resume_after_sigterm(tm
 
 def test_a_checkpoint_of_another_model_is_reported_not_skipped(tmp_path):
     run = str(tmp_path / "run")
-    train.train(_tiny(max_steps=2), run, verbose=0)
+    training.train(_tiny(max_steps=2), run, verbose=0)
     # A newer checkpoint that reads fine but holds another model (another version or config).
     other = trainer.CycleGAN(_tiny(ngf=16, precision="float32"), steps_per_epoch=8)
     checkpoints.Checkpointer(other.checkpoint_objects(), run).save(3)
     with pytest.raises(checkpoints.CheckpointError, match="holds a different model"):
-        train.train(_tiny(max_steps=4), run, verbose=0)
+        training.train(_tiny(max_steps=4), run, verbose=0)

@@ -1,5 +1,6 @@
-"""Tests for cyclegan_tf.translate: finding inputs, naming outputs, and `translate` with run
-directories, SavedModel exports and TFLite/ONNX files (plus the CLI's exit codes, marked slow)."""
+"""Tests for cyclegan_tf.translate: finding inputs, naming outputs, and translating files
+(`Translator.translate_files`) from run directories, SavedModel exports and TFLite/ONNX files
+(plus the CLI's exit codes, marked slow). The run and its exports are the session's `shared_run`."""
 
 import os
 import subprocess
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cyclegan_tf import checkpoints, export, images, inference, precision, translate
+import cyclegan_tf
+from cyclegan_tf import checkpoints, images, inference, precision, sources, translate
 
 
 def _write(path, data):
@@ -29,12 +31,9 @@ def _expected_png_pixels(generator, data):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("inference")
-    run_dir = str(root / "run")
-    model = fixtures.make_run(run_dir)
-    inputs = root / "inputs"
-    inputs.mkdir()
+def run(shared_run, tmp_path_factory):
+    """The session's tiny run (`shared_run`, read-only) and input files of every kind."""
+    inputs = tmp_path_factory.mktemp("inputs")
     files = {
         "a.png": fixtures.encode(fixtures.random_image(37, 53, seed=1), "PNG"),
         "gray.png": fixtures.encode(fixtures.random_image(20, 30, seed=2, channels=1), "PNG"),
@@ -47,19 +46,21 @@ def run(tmp_path_factory):
     }
     for name, data in files.items():
         _write(inputs / name, data)
-    return {"model": model, "run_dir": run_dir, "inputs": str(inputs), "files": files}
+    return {**shared_run, "inputs": str(inputs), "files": files}
 
 
 @pytest.fixture(scope="module")
-def exported(run, tmp_path_factory):
+def exported(shared_run):
     """SavedModels of both directions (version 1), then a2b's TFLite and ONNX files (version 2)."""
-    export_dir = str(tmp_path_factory.mktemp("exported"))
-    paths = export.export_run(run["run_dir"], export_dir)[export.SAVED_MODEL]
-    files = export.export_run(
-        run["run_dir"], export_dir, directions=("a2b",), formats=("tflite", "onnx")
-    )
-    paths.update({fmt: files[fmt]["a2b"] for fmt in ("tflite", "onnx")})
-    return export_dir, paths
+    return shared_run["export_dir"], {**shared_run["saved_models"], **shared_run["files"]}
+
+
+def _translate(
+    model, inputs, output_dir, direction="a2b", checkpoint=None, precision="auto", verbose=True
+):
+    """What `cyclegan-tf translate` runs: open the model, translate the files."""
+    translator = cyclegan_tf.load(model, direction, checkpoint=checkpoint, precision=precision)
+    return translator.translate_files(inputs, output_dir, verbose=verbose)
 
 
 # -- files -----------------------------------------------------------------------------------
@@ -96,9 +97,7 @@ def test_output_names_keep_the_base_name_and_refuse_to_overwrite_inputs(tmp_path
 
 def test_translate_from_a_run_directory(run, tmp_path, capsys):
     out = str(tmp_path / "out")
-    summary = translate.translate(
-        run["run_dir"], run["inputs"], out, direction="a2b", precision="float32"
-    )
+    summary = _translate(run["run_dir"], run["inputs"], out, direction="a2b", precision="float32")
 
     assert sorted(os.listdir(out)) == [
         "a.png",
@@ -134,11 +133,11 @@ def test_translate_from_a_run_directory(run, tmp_path, capsys):
 def test_translate_from_saved_models_equals_the_run_directory(run, exported, tmp_path):
     export_dir, paths = exported
     from_run = str(tmp_path / "from_run")
-    translate.translate(run["run_dir"], run["inputs"], from_run, verbose=False, precision="float32")
+    _translate(run["run_dir"], run["inputs"], from_run, verbose=False, precision="float32")
     # The version directory, the model directory (newest version) and the base directory.
     for i, model in enumerate([paths["a2b"], os.path.dirname(paths["a2b"]), export_dir]):
         out = str(tmp_path / f"saved_{i}")
-        summary = translate.translate(model, run["inputs"], out, verbose=False)
+        summary = _translate(model, run["inputs"], out, verbose=False)
         assert len(summary.written) == 6 and len(summary.failed) == 1
         for name in os.listdir(from_run):
             with (
@@ -149,7 +148,7 @@ def test_translate_from_saved_models_equals_the_run_directory(run, exported, tmp
 
     out = str(tmp_path / "b2a")
     single = os.path.join(run["inputs"], "a.png")
-    summary = translate.translate(export_dir, single, out, direction="b2a", verbose=False)
+    summary = _translate(export_dir, single, out, direction="b2a", verbose=False)
     with open(summary.written[0], "rb") as f:
         got = tf.io.decode_png(f.read()).numpy()
     want = _expected_png_pixels(run["model"].g_ba, run["files"]["a.png"])
@@ -160,31 +159,29 @@ def test_translate_reports_unusable_arguments_in_one_line(run, exported, tmp_pat
     export_dir, paths = exported
     inputs, out = run["inputs"], str(tmp_path / "out")
     with pytest.raises(ValueError, match="translates a2b, not b2a"):
-        translate.translate(paths["a2b"], inputs, out, direction="b2a")
+        _translate(paths["a2b"], inputs, out, direction="b2a")
     with pytest.raises(ValueError, match="--checkpoint applies to run directories"):
-        translate.translate(export_dir, inputs, out, checkpoint="3")
+        _translate(export_dir, inputs, out, checkpoint="3")
     with pytest.raises(ValueError, match="neither a run directory"):
-        translate.translate(str(tmp_path), inputs, out)
+        _translate(str(tmp_path), inputs, out)
     with pytest.raises(ValueError, match="No input images found"):
-        translate.translate(run["run_dir"], str(tmp_path / "missing" / "*.jpg"), out)
+        _translate(run["run_dir"], str(tmp_path / "missing" / "*.jpg"), out)
     with pytest.raises(ValueError, match="would overwrite an input"):
-        translate.translate(run["run_dir"], inputs, inputs)
+        _translate(run["run_dir"], inputs, inputs)
     with pytest.raises(ValueError, match="direction must be a2b or b2a"):
-        translate.translate(run["run_dir"], inputs, out, direction="ab")
+        _translate(run["run_dir"], inputs, out, direction="ab")
     with pytest.raises(checkpoints.CheckpointError, match="not found"):
-        translate.translate(run["run_dir"], inputs, out, checkpoint="7")
+        _translate(run["run_dir"], inputs, out, checkpoint="7")
     with pytest.raises(ValueError, match="--precision applies to run directories"):
-        translate.translate(export_dir, inputs, out, precision="float32")
+        _translate(export_dir, inputs, out, precision="float32")
     with pytest.raises(ValueError, match="precision must be one of"):
-        translate.translate(run["run_dir"], inputs, out, precision="fp16")
+        _translate(run["run_dir"], inputs, out, precision="fp16")
 
 
 def test_translate_a_run_directory_in_bfloat16(run, tmp_path):
     out = str(tmp_path / "bf16")
     source = os.path.join(run["inputs"], "a.png")
-    summary = translate.translate(
-        run["run_dir"], source, out, precision="mixed_bfloat16", verbose=False
-    )
+    summary = _translate(run["run_dir"], source, out, precision="mixed_bfloat16", verbose=False)
     with open(summary.written[0], "rb") as f:
         got = tf.io.decode_png(f.read()).numpy().astype(int)
     want = _expected_png_pixels(run["model"].g_ab, run["files"]["a.png"]).astype(int)
@@ -195,10 +192,10 @@ def test_translate_a_run_directory_in_bfloat16(run, tmp_path):
 def test_translate_with_tflite_and_onnx_files_equals_the_saved_model(run, exported, tmp_path):
     export_dir, paths = exported
     from_saved = str(tmp_path / "saved")
-    translate.translate(paths["a2b"], run["inputs"], from_saved, verbose=False)
+    _translate(paths["a2b"], run["inputs"], from_saved, verbose=False)
     for fmt in ("tflite", "onnx"):
         out = str(tmp_path / fmt)
-        summary = translate.translate(paths[fmt], run["inputs"], out, verbose=False)
+        summary = _translate(paths[fmt], run["inputs"], out, verbose=False)
         assert summary.precision == "float32"
         assert len(summary.written) == 6 and [os.path.basename(p) for p, _ in summary.failed] == [
             "bad.jpg"
@@ -211,22 +208,22 @@ def test_translate_with_tflite_and_onnx_files_equals_the_saved_model(run, export
                 got = tf.io.decode_png(b.read()).numpy().astype(int)
             assert got.shape == want.shape and np.abs(got - want).max() <= 1, (fmt, name)
         with pytest.raises(ValueError, match="translates a2b, not b2a"):
-            translate.translate(paths[fmt], run["inputs"], out, direction="b2a")
+            _translate(paths[fmt], run["inputs"], out, direction="b2a")
         with pytest.raises(ValueError, match="--precision applies to run directories"):
-            translate.translate(paths[fmt], run["inputs"], out, precision="mixed_bfloat16")
+            _translate(paths[fmt], run["inputs"], out, precision="mixed_bfloat16")
 
 
 def test_a_run_directory_translates_in_the_best_precision_of_this_machine(run, exported, tmp_path):
     single = os.path.join(run["inputs"], "a.png")
     for asked in (None, "auto"):
         out = str(tmp_path / str(asked))
-        summary = translate.translate(run["run_dir"], single, out, precision=asked, verbose=False)
+        summary = _translate(run["run_dir"], single, out, precision=asked, verbose=False)
         assert summary.precision == precision.resolve("auto").precision
     # An export holds its precision: `auto` (the default) is accepted there and changes nothing.
     export_dir, paths = exported
     out = str(tmp_path / "export")
-    summary = translate.translate(export_dir, single, out, precision="auto", verbose=False)
-    assert summary.precision == export.read_export_info(paths["a2b"])["precision"] == "float32"
+    summary = _translate(export_dir, single, out, precision="auto", verbose=False)
+    assert summary.precision == sources.read_export_info(paths["a2b"])["precision"] == "float32"
 
 
 @pytest.mark.slow
@@ -306,13 +303,15 @@ def test_a_video_from_saved_model_tflite_and_onnx_equals_the_run_directory(run, 
         with av.open(path) as container:
             return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
-    from_run = translate.translate(
-        run["run_dir"], source, str(tmp_path / "run"), precision="float32", verbose=False
+    from_run = sources.load(run["run_dir"], precision="float32").translate_files(
+        source, str(tmp_path / "run"), verbose=False
     )
     reference = frames(from_run.written[0])
     assert reference.shape == (4, 27, 35, 3)
     for fmt in ("a2b", "tflite", "onnx"):  # the a2b SavedModel, then the files
-        summary = translate.translate(paths[fmt], source, str(tmp_path / fmt), verbose=False)
+        summary = sources.load(paths[fmt]).translate_files(
+            source, str(tmp_path / fmt), verbose=False
+        )
         got = frames(summary.written[0])
         # The SavedModel runs the same float32 graph; LiteRT and onnxruntime are within a uint8
         # level of it (what `export.check_file` checks when it writes them).

@@ -9,7 +9,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from cyclegan_tf import translate, video
+from cyclegan_tf import sources, translate, video
 
 av = pytest.importorskip("av", reason='needs PyAV: pip install "cyclegan-tf[video]"')
 
@@ -34,7 +34,7 @@ def setup(tmp_path_factory):
     fixtures.make_gif(inputs / "anim.gif", 33, 23)
     PIL.Image.fromarray(fixtures.random_image(12, 9, seed=6)).save(inputs / "still.gif")
     PIL.Image.fromarray(fixtures.random_image(20, 30, seed=2)).save(inputs / "photo.png")
-    loaded = translate.load_model(run_dir, "a2b", precision="float32")
+    loaded = sources.load(run_dir, "a2b", precision="float32")
     return {"root": root, "run_dir": run_dir, "inputs": str(inputs), "loaded": loaded}
 
 
@@ -58,7 +58,7 @@ def _audio_packets(path):
 
 def _per_frame(loaded, frames):
     """Every frame translated alone, as `translate` does an image: the reference."""
-    return np.stack([loaded.images(frame[np.newaxis])[0] for frame in frames])
+    return np.stack([loaded(frame[np.newaxis])[0] for frame in frames])
 
 
 def _through_pixel_format(frames, pix_fmt):
@@ -97,7 +97,7 @@ def test_translate_video_feeds_the_encoder_the_per_frame_translation(setup, tmp_
     loaded, seen = setup["loaded"], []
 
     def recording(frames):
-        translated = loaded.images(frames)
+        translated = loaded(frames)
         seen.append((frames.copy(), translated.copy()))
         return translated
 
@@ -122,8 +122,8 @@ def test_translate_video_feeds_the_encoder_the_per_frame_translation(setup, tmp_
 
 def test_translate_keeps_frames_rate_size_and_audio(setup, tmp_path, capsys):
     out = str(tmp_path / "out")
-    summary = translate.translate(
-        setup["run_dir"], setup["inputs"], out, precision="float32", verbose=True
+    summary = sources.load(setup["run_dir"], precision="float32").translate_files(
+        setup["inputs"], out, verbose=True
     )
     assert not summary.failed
     names = sorted(os.listdir(out))
@@ -179,7 +179,9 @@ def test_a_damaged_video_is_skipped_in_one_line(setup, tmp_path, capsys):
     (inputs / "junk.webm").write_bytes(b"not a video at all")
     PIL.Image.fromarray(fixtures.random_image(20, 30, seed=2)).save(inputs / "photo.png")
     out = tmp_path / "out"
-    summary = translate.translate(setup["run_dir"], str(inputs), str(out), precision="float32")
+    summary = sources.load(setup["run_dir"], precision="float32").translate_files(
+        str(inputs), str(out)
+    )
     assert sorted(os.listdir(out)) == ["photo.png"]  # no partial or temporary file left
     assert sorted(os.path.basename(p) for p, _ in summary.failed) == ["cut.mp4", "junk.webm"]
     err = capsys.readouterr().err.strip().splitlines()
@@ -193,10 +195,12 @@ def test_without_pyav_videos_are_one_line_and_images_still_work(
     monkeypatch.setitem(sys.modules, "av", None)  # `import av` raises ImportError
     out = tmp_path / "out"
     files = os.path.join(setup["inputs"], "*.*")
-    summary = translate.translate(setup["run_dir"], files, str(out), precision="float32")
+    summary = sources.load(setup["run_dir"], precision="float32").translate_files(files, str(out))
     assert sorted(os.listdir(out)) == ["photo.png", "still.png"]
     assert len(summary.failed) == 5
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 5 and all('pip install "cyclegan-tf[video]"' in line for line in err)
     with pytest.raises(video.MissingVideoExtraError, match=r'pip install "cyclegan-tf\[video\]"'):
-        translate.translate(setup["run_dir"], os.path.join(setup["inputs"], "clip.mp4"), str(out))
+        sources.load(setup["run_dir"]).translate_files(
+            os.path.join(setup["inputs"], "clip.mp4"), str(out)
+        )

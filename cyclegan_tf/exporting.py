@@ -1,4 +1,4 @@
-"""Every export format of a run's generators, and finding exports again.
+"""Writing every export format of a run's generators, and checking what was written.
 
 `export_run` turns a training run directory into any of (`FORMATS`, one version number for all):
 
@@ -14,8 +14,9 @@ else). Every artifact is written to a hidden staging directory in `<export_dir>`
 place only when all requested formats and directions are complete (and checked), because TF
 Serving polls the base path and would load a half-written version.
 
-SavedModel signatures (see `SIGNATURES`; the functions are `inference.Translator`'s, so exports and
-`cyclegan-tf translate` on a run directory compute the same pixels):
+The layout's names (model directories, signatures, file inputs and outputs, the metadata files)
+are `sources.py`'s, which opens exports again. SavedModel signatures (`sources.SIGNATURES`; the
+functions are `inference.Endpoints`'s, so exports and a run directory compute the same pixels):
 
 - `serving_default`: `images_bytes` [N] string (JPEG/PNG/BMP/GIF/WebP files; sizes may differ
   within a request) -> `images_bytes` [N] string (PNG, each the size of its input). The `_bytes`
@@ -26,7 +27,7 @@ SavedModel signatures (see `SIGNATURES`; the functions are `inference.Translator
 Each SavedModel carries a warmup request for `serving_default` (`WARMUP_FILE`, one 32x32 PNG) so
 that TF Serving traces and optimises the model when it loads it, not on the first user's request.
 
-TFLite and ONNX files (`FILE_INPUTS` / `FILE_OUTPUTS`): `images` [N, H, W, 3] uint8 ->
+TFLite and ONNX files (`sources.FILE_INPUTS` / `FILE_OUTPUTS`): `images` [N, H, W, 3] uint8 ->
 `translated` [N, H, W, 3] uint8 and `translated_float` [N, H, W, 3] float32 in [-1, 1]: the same
 function as `translate_images` (the names differ because ONNX graphs need distinct input and output
 names). They are always float32, and TFLite files use builtin ops only (no Flex delegate needed).
@@ -42,8 +43,8 @@ inputs and outputs have the same dtypes in all.
 
 Metadata: `assets/config.json` is the run's training config and `assets/export.json` (for files:
 `<name>.json` beside them) says what the model is (direction, checkpoint, step, run name,
-precision, check figures, versions); `read_exported_config` / `read_export_info` read them back,
-`find_saved_model` / `latest_version` find exports.
+precision, check figures, versions); `sources.read_exported_config` / `read_export_info` read
+them back, `sources.find_saved_model` / `latest_version` find exports.
 
 Why `keras.export.ExportArchive` and not `tf.saved_model.save` of a `tf.Module`: TF Serving loads
 SavedModels with the TF1 session loader, which fails on a tf.Module holding a Keras 3 model
@@ -53,41 +54,24 @@ SavedModels with the TF1 session loader, which fails on a tf.Module holding a Ke
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 import os
 import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-import cyclegan_tf
-from cyclegan_tf import checkpoints, devices, errors, inference, nativelog, pretrained
-from cyclegan_tf import config as config_lib
+from cyclegan_tf import checkpoints, devices, errors, inference, rundir, sources
 from cyclegan_tf import precision as precision_lib
+from cyclegan_tf import version as version_lib
 
-SAVED_MODEL, TFLITE, ONNX = "saved_model", "tflite", "onnx"
+SAVED_MODEL, TFLITE, ONNX = sources.SAVED_MODEL, sources.TFLITE, sources.ONNX
 FORMATS = (SAVED_MODEL, TFLITE, ONNX)
-SERVING_SIGNATURE = "serving_default"
-TENSOR_SIGNATURE = "translate_images"
-# Signature name -> (input keys, output keys), for documentation and tests.
-SIGNATURES = {
-    SERVING_SIGNATURE: (("images_bytes",), ("images_bytes",)),
-    TENSOR_SIGNATURE: (("images",), ("images", "images_float")),
-}
-# TFLite and ONNX files: input and output names (the TFLite signature is `serving_default`).
-FILE_INPUTS = ("images",)
-FILE_OUTPUTS = ("translated", "translated_float")
-CONFIG_ASSET = "config.json"
-# Exported SavedModels: `<export_dir>/<MODEL_PREFIX>_<direction>/<version>/`, with this JSON
-# (direction, checkpoint, ...) in the SavedModel's assets/.
-MODEL_PREFIX = "cyclegan"
-EXPORT_INFO_FILE = "export.json"
 # TF Serving reads warmup requests (a TFRecord of PredictionLog protos, at most 1,000) from here.
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 WARMUP_IMAGE_SIZE = 32
@@ -95,24 +79,10 @@ WARMUP_IMAGE_SIZE = 32
 CHECK_SIZES = ((64, 64), (37, 53))
 CHECK_IMAGES_PER_SIZE = 2
 CHECK_TOLERANCE = 1  # uint8 levels: float differences of ~1e-6 may flip a rounding
-# Format -> (file extension, pip extra, modules it needs).
-_FILE_FORMATS = {
-    TFLITE: (".tflite", "tflite", ("ai_edge_litert",)),
-    ONNX: (".onnx", "onnx", ("tf2onnx", "onnxruntime")),
-}
 
 
 class ExportCheckError(errors.UserError):
     """An exported file does not compute what the Keras model computes; it was deleted."""
-
-
-class MissingExtraError(errors.UserError):
-    """A format's optional dependencies are not installed; the message names the pip command."""
-
-
-def model_name(direction: str) -> str:
-    """The TF Serving model name of a direction: cyclegan_a2b or cyclegan_b2a."""
-    return f"{MODEL_PREFIX}_{direction}"
 
 
 def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
@@ -136,24 +106,14 @@ def require_extras(formats: Sequence[str]) -> None:
     """Imports what the formats need; a missing module raises one line naming the pip command.
 
     Raises:
-      MissingExtraError: e.g. "The onnx format needs onnxruntime, which is not installed: pip
-        install 'cyclegan-tf[onnx]'".
+      sources.MissingExtraError: e.g. "The onnx format needs onnxruntime, which is not
+        installed: pip install 'cyclegan-tf[onnx]'".
     """
     for fmt in formats:
-        if fmt in _FILE_FORMATS:
-            _, extra, modules = _FILE_FORMATS[fmt]
+        if fmt in sources.FILE_FORMATS:
+            _, extra, modules = sources.FILE_FORMATS[fmt]
             for module in modules:
-                _import_extra(module, fmt, extra)
-
-
-def _import_extra(module: str, fmt: str, extra: str):
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise MissingExtraError(
-            f"The {fmt} format needs {module}, which is not installed: "
-            f"pip install 'cyclegan-tf[{extra}]'"
-        ) from e
+                sources.import_extra(module, fmt, extra)
 
 
 # -- export ----------------------------------------------------------------------------------
@@ -177,7 +137,7 @@ def export_run(
       version: the version number; default: one more than the highest version of any direction
         and format in `export_dir` (1 for a new directory), so all artifacts share a version.
       directions: which directions to export; None: those the run has generators for (both,
-        or the ones a run imported from PyTorch holds: `pretrained.imported_directions`).
+        or the ones a run imported from PyTorch holds: `rundir.imported_directions`).
       precision: the dtype policy the SavedModels compute in, one of `precision.PRECISIONS`.
         None: float32, which runs at full speed everywhere (an export is made to be moved).
         `mixed_bfloat16` serves 1.9x faster than float32 at 256 px on a CPU with AVX512_BF16
@@ -193,14 +153,14 @@ def export_run(
     Raises:
       errors.ConfigError: an unknown format, direction or precision.
       ValueError: an invalid or already existing version.
-      MissingExtraError: a format whose optional dependencies are missing.
+      sources.MissingExtraError: a format whose optional dependencies are missing.
       ExportCheckError: a TFLite or ONNX file that computes something else (nothing is written).
       checkpoints.CheckpointError: an unusable run directory or checkpoint.
     """
     devices.configure_gpus()  # before anything initialises a GPU (another process may train)
     formats = parse_formats(formats)
     if directions is None:
-        directions = pretrained.imported_directions(run_dir)
+        directions = rundir.imported_directions(run_dir)
     if not directions or len(set(directions)) != len(directions):
         raise errors.ConfigError(f"directions must be distinct a2b/b2a. Received: {directions!r}")
     for direction in directions:
@@ -209,7 +169,7 @@ def export_run(
     resolution = precision_lib.resolve(precision or "float32")
     version = _choose_version(export_dir, directions, formats, version)
     run = inference.load_run(run_dir, checkpoint, directions, resolution.precision)
-    file_formats = [fmt for fmt in formats if fmt in _FILE_FORMATS]
+    file_formats = [fmt for fmt in formats if fmt in sources.FILE_FORMATS]
     float32_run = run
     if file_formats and run.precision != "float32":
         float32_run = inference.load_run(run_dir, run.checkpoint, directions, "float32")
@@ -221,7 +181,7 @@ def export_run(
             "format": fmt,
             "direction": direction,
             "generator": inference.GENERATOR_NAMES[direction],
-            "model_name": model_name(direction),
+            "model_name": sources.model_name(direction),
             "version": version,
             "checkpoint": os.path.basename(run.checkpoint),
             "step": step,
@@ -230,7 +190,7 @@ def export_run(
             "generator_architecture": run.config.model.generator,
             "size_multiple": run.multiple,
             "precision": precision,
-            "cyclegan_tf_version": cyclegan_tf.__version__,
+            "cyclegan_tf_version": version_lib.__version__,
             "tensorflow_version": tf.__version__,
             "keras_version": keras.__version__,
         }
@@ -242,7 +202,7 @@ def export_run(
         staged = {}  # (format, direction) -> staged path
         for direction in directions:
             for fmt in file_formats:
-                extension = _FILE_FORMATS[fmt][0]
+                extension = sources.FILE_FORMATS[fmt][0]
                 path = os.path.join(staging, fmt, _file_stem(direction, version) + extension)
                 staged[fmt, direction] = export_file(
                     float32_run.generators[direction],
@@ -256,7 +216,7 @@ def export_run(
                 saved_info = info(direction, SAVED_MODEL, run.precision)
                 saved_info["precision_reason"] = resolution.reason
                 saved_info["signatures"] = {
-                    k: {"inputs": i, "outputs": o} for k, (i, o) in SIGNATURES.items()
+                    k: {"inputs": i, "outputs": o} for k, (i, o) in sources.SIGNATURES.items()
                 }
                 staged[SAVED_MODEL, direction] = export_generator(
                     run.generators[direction],
@@ -272,8 +232,8 @@ def export_run(
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 if os.path.exists(target):  # another export raced us to this version
                     raise errors.UserError(f"{target!r} appeared during the export; export again.")
-                if fmt in _FILE_FORMATS:  # the metadata first: a visible file always has it
-                    os.rename(_info_path(staged[fmt, direction]), _info_path(target))
+                if fmt in sources.FILE_FORMATS:  # the metadata first: a visible file always has it
+                    os.rename(sources.info_path(staged[fmt, direction]), sources.info_path(target))
                 os.rename(staged[fmt, direction], target)
                 written.setdefault(fmt, {})[direction] = target
     finally:
@@ -284,7 +244,7 @@ def export_run(
 def export_generator(
     generator: keras.Model, path: str, *, multiple: int, config_json: str, info: dict
 ) -> str:
-    """Writes one generator as a SavedModel with the `SIGNATURES` and a warmup request.
+    """Writes one generator as a SavedModel with the `sources.SIGNATURES` and a warmup request.
 
     Not atomic (see export_run).
 
@@ -294,22 +254,23 @@ def export_generator(
       multiple: `generators.size_multiple` of the generator.
       config_json: the training config, stored as assets/config.json.
       info: JSON-serialisable metadata, stored as assets/export.json (with a "warmup" entry
-        added); its "model_name" is the warmup request's model name (default `MODEL_PREFIX`).
+        added); its "model_name" is the warmup request's model name (default
+        `sources.MODEL_PREFIX`).
 
     Returns:
       `path`.
     """
-    translator = inference.Translator(generator, multiple)
+    endpoints = inference.Endpoints(generator, multiple)
     archive = keras.export.ExportArchive()
     archive.track(generator)
     archive.add_endpoint(
-        SERVING_SIGNATURE,
-        translator.translate_encoded,
+        sources.SERVING_SIGNATURE,
+        endpoints.translate_encoded,
         input_signature=[tf.TensorSpec([None], tf.string, name="images_bytes")],
     )
     archive.add_endpoint(
-        TENSOR_SIGNATURE,
-        translator.translate_images,
+        sources.TENSOR_SIGNATURE,
+        endpoints.translate_images,
         input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
     )
     info = {
@@ -317,14 +278,14 @@ def export_generator(
         "warmup": {
             "file": WARMUP_FILE,
             "requests": 1,
-            "signature": SERVING_SIGNATURE,
+            "signature": sources.SERVING_SIGNATURE,
             "image": f"{WARMUP_IMAGE_SIZE}x{WARMUP_IMAGE_SIZE} PNG",
         },
     }
     with tempfile.TemporaryDirectory() as tmp:
         files = {
-            "config_json": (CONFIG_ASSET, config_json),
-            "export_json": (EXPORT_INFO_FILE, json.dumps(info, indent=2)),
+            "config_json": (sources.CONFIG_ASSET, config_json),
+            "export_json": (sources.EXPORT_INFO_FILE, json.dumps(info, indent=2)),
         }
         for attribute, (name, text) in files.items():
             with open(os.path.join(tmp, name), "w") as f:
@@ -333,12 +294,12 @@ def export_generator(
             # and tf.saved_model.save copies every tracked Asset into <path>/assets/.
             setattr(archive._tf_trackable, attribute, tf.saved_model.Asset(os.path.join(tmp, name)))
         archive.write_out(path, verbose=False)
-    write_warmup(path, info.get("model_name") or MODEL_PREFIX)
+    write_warmup(path, info.get("model_name") or sources.MODEL_PREFIX)
     return path
 
 
 class _FileModel(keras.Model):
-    """What a TFLite or ONNX file holds: `Translator.translate_images` under the file's names."""
+    """What a TFLite or ONNX file holds: `inference.Endpoints.translate_images`, named for files."""
 
     def __init__(self, generator: keras.Model, multiple: int):
         super().__init__(name="cyclegan_translator")
@@ -346,8 +307,8 @@ class _FileModel(keras.Model):
         self.multiple = int(multiple)
 
     def call(self, images):
-        out = inference.Translator(self.generator, self.multiple).translate_images(images)
-        return dict(zip(FILE_OUTPUTS, (out["images"], out["images_float"])))
+        out = inference.Endpoints(self.generator, self.multiple).translate_images(images)
+        return dict(zip(sources.FILE_OUTPUTS, (out["images"], out["images_float"])))
 
 
 def export_file(generator: keras.Model, path: str, *, multiple: int, info: dict) -> str:
@@ -367,10 +328,10 @@ def export_file(generator: keras.Model, path: str, *, multiple: int, info: dict)
       `path`.
 
     Raises:
-      MissingExtraError: the format's extra is not installed.
+      sources.MissingExtraError: the format's extra is not installed.
       ExportCheckError: the file computes something else; it was deleted.
     """
-    fmt = _file_format(path)
+    fmt = sources.require_file_format(path)
     require_extras([fmt])
     if generator.compute_dtype != "float32":
         raise errors.ConfigError(
@@ -380,7 +341,7 @@ def export_file(generator: keras.Model, path: str, *, multiple: int, info: dict)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     model = _FileModel(generator, multiple)
     model(np.zeros((1, 8, 8, 3), np.uint8))  # Keras exports built models only
-    signature = [tf.TensorSpec([None, None, None, 3], tf.uint8, name=FILE_INPUTS[0])]
+    signature = [tf.TensorSpec([None, None, None, 3], tf.uint8, name=sources.FILE_INPUTS[0])]
     if fmt == TFLITE:
         # Builtin ops only: the file then runs in the plain LiteRT interpreter (no Flex delegate).
         model.export(
@@ -394,21 +355,21 @@ def export_file(generator: keras.Model, path: str, *, multiple: int, info: dict)
         with warnings.catch_warnings():  # Keras' numpy-2 patch for tf2onnx warns about itself
             warnings.simplefilter("ignore", FutureWarning)
             model.export(path, format="onnx", input_signature=signature, verbose=False)
-    figures = check_file(path, inference.Translator(generator, multiple))
+    figures = check_file(path, inference.Endpoints(generator, multiple))
     runtime = {TFLITE: "ai_edge_litert", ONNX: "onnxruntime"}[fmt]
     info = {
         **info,
-        "inputs": {FILE_INPUTS[0]: "uint8 [N, H, W, 3]"},
+        "inputs": {sources.FILE_INPUTS[0]: "uint8 [N, H, W, 3]"},
         "outputs": {
-            FILE_OUTPUTS[0]: "uint8 [N, H, W, 3]",
-            FILE_OUTPUTS[1]: "float32 [N, H, W, 3] in [-1, 1]",
+            sources.FILE_OUTPUTS[0]: "uint8 [N, H, W, 3]",
+            sources.FILE_OUTPUTS[1]: "float32 [N, H, W, 3] in [-1, 1]",
         },
         "check": figures,
         f"{runtime}_version": _version_of(runtime),
     }
     if fmt == ONNX:
         info["tf2onnx_version"] = _version_of("tf2onnx")
-    with open(_info_path(path), "w") as f:
+    with open(sources.info_path(path), "w") as f:
         f.write(json.dumps(info, indent=2) + "\n")
     return path
 
@@ -416,61 +377,17 @@ def export_file(generator: keras.Model, path: str, *, multiple: int, info: dict)
 # -- checking and running TFLite / ONNX files --------------------------------------------------
 
 
-def _cpu_count() -> int:
-    """The CPUs this process may run on (the affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
-
-
-def load_file(path: str) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
-    """Opens a .tflite or .onnx export in its runtime.
-
-    Returns:
-      A function: uint8 [N, H, W, 3] numpy images (any N, H, W) -> {"translated": uint8
-      [N, H, W, 3], "translated_float": float32 [N, H, W, 3]}.
-
-    Raises:
-      MissingExtraError: the runtime is not installed.
-      errors.ConfigError: not a .tflite or .onnx path.
-    """
-    fmt = _file_format(path)
-    if fmt == TFLITE:
-        interpreter = _import_extra("ai_edge_litert.interpreter", fmt, "tflite")
-        # LiteRT runs on one thread unless told otherwise. The runner resizes the input tensors to
-        # each call's shape; the first call applies the XNNPACK delegate, whose notice goes to file
-        # descriptor 2: every call runs under `nativelog.quiet` (0.06 ms; a 256 px image: ~1 s).
-        runner = interpreter.Interpreter(
-            model_path=path, num_threads=_cpu_count()
-        ).get_signature_runner(SERVING_SIGNATURE)
-
-        def run(images):
-            with nativelog.quiet():
-                outputs = runner(**{FILE_INPUTS[0]: np.ascontiguousarray(images, np.uint8)})
-            return {name: np.array(outputs[name]) for name in FILE_OUTPUTS}
-
-        return run
-    onnxruntime = _import_extra("onnxruntime", fmt, "onnx")
-    session = onnxruntime.InferenceSession(path, providers=onnxruntime.get_available_providers())
-
-    def run(images):
-        feeds = {FILE_INPUTS[0]: np.ascontiguousarray(images, np.uint8)}
-        return dict(zip(FILE_OUTPUTS, session.run(list(FILE_OUTPUTS), feeds)))
-
-    return run
-
-
 def check_file(
     path: str,
-    translator: inference.Translator,
+    endpoints: inference.Endpoints,
     sizes: Sequence[tuple[int, int]] = CHECK_SIZES,
     tolerance: int | None = None,
 ) -> dict:
-    """Runs a .tflite/.onnx file in its runtime and compares it with the Keras translator.
+    """Runs a .tflite/.onnx file in its runtime and compares it with the Keras generator.
 
     Args:
       path: the file.
-      translator: the float32 generator it was made from.
+      endpoints: the float32 generator it was made from (`inference.Endpoints`).
       sizes: (height, width) of the generated check images, `CHECK_IMAGES_PER_SIZE` per size.
       tolerance: the largest acceptable uint8 difference; None: `CHECK_TOLERANCE`.
 
@@ -481,13 +398,13 @@ def check_file(
     Raises:
       ExportCheckError: a difference above `tolerance`; the file (and its JSON) was deleted.
     """
-    fmt = _file_format(path)
+    fmt = sources.require_file_format(path)
     tolerance = CHECK_TOLERANCE if tolerance is None else tolerance
-    run = load_file(path)
+    run = sources.open_file(path)
     worst_uint8, worst_float, worst_size = 0, 0.0, sizes[0]
     for height, width in sizes:
         images = check_images(height, width)
-        want = translator.translate_images(tf.constant(images))
+        want = endpoints.translate_images(tf.constant(images))
         got = run(images)
         uint8 = int(np.abs(got["translated"].astype(int) - want["images"].numpy()).max())
         floats = float(np.abs(got["translated_float"] - want["images_float"].numpy()).max())
@@ -495,7 +412,7 @@ def check_file(
             worst_size = (height, width)
         worst_uint8, worst_float = max(worst_uint8, uint8), max(worst_float, floats)
     if worst_uint8 > tolerance:
-        for leftover in (path, _info_path(path)):
+        for leftover in (path, sources.info_path(path)):
             if os.path.exists(leftover):
                 os.remove(leftover)
         raise ExportCheckError(
@@ -509,7 +426,7 @@ def check_file(
         "max_float_difference": worst_float,
         "sizes": [list(size) for size in sizes],
         "images_per_size": CHECK_IMAGES_PER_SIZE,
-        "reference": "the float32 Keras generator through inference.Translator.translate_images",
+        "reference": "the float32 Keras generator through inference.Endpoints.translate_images",
     }
 
 
@@ -542,9 +459,11 @@ def write_warmup(saved_model_dir: str, name: str) -> str:
     log = prediction_log_class()()
     request = log.predict_log.request
     request.model_spec.name = name
-    request.model_spec.signature_name = SERVING_SIGNATURE
+    request.model_spec.signature_name = sources.SERVING_SIGNATURE
     tensor = tf.make_tensor_proto([png], dtype=tf.string)
-    request.inputs[SIGNATURES[SERVING_SIGNATURE][0][0]].ParseFromString(tensor.SerializeToString())
+    request.inputs[sources.SIGNATURES[sources.SERVING_SIGNATURE][0][0]].ParseFromString(
+        tensor.SerializeToString()
+    )
     path = os.path.join(saved_model_dir, WARMUP_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tf.io.TFRecordWriter(path) as writer:
@@ -628,109 +547,18 @@ def prediction_log_class() -> type:
     )
 
 
-# -- finding exports -------------------------------------------------------------------------
-
-
-def read_exported_config(saved_model_dir: str) -> config_lib.Config:
-    """The training Config stored in an exported SavedModel (assets/config.json)."""
-    with open(os.path.join(saved_model_dir, "assets", CONFIG_ASSET)) as f:
-        return config_lib.Config.from_json(f.read())
-
-
-def find_saved_model(path: str, direction: str) -> str | None:
-    """The exported SavedModel version directory `path` designates, or None if it is no export.
-
-    `path` may be a version directory (holding saved_model.pb), a model directory (numbered
-    versions; the newest is used) or an export base directory (holding `cyclegan_<direction>`).
-
-    Raises:
-      ValueError: the export is for the other direction.
-    """
-    candidate = path
-    if not _is_saved_model(candidate):
-        model_dir = os.path.join(path, model_name(direction))
-        version_dir = latest_version(model_dir) or latest_version(path)
-        if version_dir is None:
-            return None
-        candidate = version_dir
-    info = read_export_info(candidate)
-    if info.get("direction") != direction:
-        raise errors.UserError(
-            f"{candidate!r} translates {info.get('direction')}, not {direction}: pass "
-            f"--direction={info.get('direction')} or the export base directory."
-        )
-    return candidate
-
-
-def latest_version(model_dir: str) -> str | None:
-    """The highest numbered `<model_dir>/<version>` holding a SavedModel, or None."""
-    if not os.path.isdir(model_dir):
-        return None
-    versions = [
-        int(name)
-        for name in os.listdir(model_dir)
-        if name.isdigit() and _is_saved_model(os.path.join(model_dir, name))
-    ]
-    return os.path.join(model_dir, str(max(versions))) if versions else None
-
-
-def read_export_info(path: str) -> dict:
-    """The export metadata (direction, checkpoint, step, precision, ...) of an export.
-
-    Args:
-      path: a SavedModel directory (reads assets/export.json) or a .tflite/.onnx file (reads the
-        .json beside it).
-
-    Raises:
-      ValueError: no metadata: the export was not written by `cyclegan_tf.export`.
-    """
-    if os.path.isfile(path):
-        info_path = _info_path(path)
-        if not os.path.isfile(info_path):
-            raise errors.UserError(
-                f"{path!r} has no {os.path.basename(info_path)} beside it; export it with "
-                "`cyclegan-tf export` (or copy the .json with the file)."
-            )
-    else:
-        info_path = os.path.join(path, "assets", EXPORT_INFO_FILE)
-        if not os.path.isfile(info_path):
-            raise errors.UserError(
-                f"{path!r} is a SavedModel without assets/{EXPORT_INFO_FILE}; export it with "
-                "`cyclegan-tf export`."
-            )
-    with open(info_path) as f:
-        return json.load(f)
-
-
-def file_format(path: str) -> str | None:
-    """`tflite` or `onnx` for a path with that extension, else None."""
-    extension = os.path.splitext(path)[1].lower()
-    return next((fmt for fmt, spec in _FILE_FORMATS.items() if spec[0] == extension), None)
-
-
-def _file_format(path: str) -> str:
-    fmt = file_format(path)
-    if fmt is None:
-        raise errors.ConfigError(f"Expected a .tflite or .onnx path. Received: {path!r}")
-    return fmt
-
-
-def _is_saved_model(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "saved_model.pb"))
-
-
-def _info_path(path: str) -> str:
-    return os.path.splitext(path)[0] + ".json"
+# -- paths -----------------------------------------------------------------------------------
 
 
 def _file_stem(direction: str, version: int) -> str:
-    return f"{model_name(direction)}_{version}"
+    return f"{sources.model_name(direction)}_{version}"
 
 
 def _target(export_dir: str, fmt: str, direction: str, version: int) -> str:
     if fmt == SAVED_MODEL:
-        return os.path.join(export_dir, model_name(direction), str(version))
-    return os.path.join(export_dir, fmt, _file_stem(direction, version) + _FILE_FORMATS[fmt][0])
+        return os.path.join(export_dir, sources.model_name(direction), str(version))
+    extension = sources.FILE_FORMATS[fmt][0]
+    return os.path.join(export_dir, fmt, _file_stem(direction, version) + extension)
 
 
 def _version_of(module: str) -> str | None:
@@ -773,13 +601,13 @@ def _existing_versions(export_dir: str, directions: tuple[str, ...]) -> list[int
     versions = [
         int(name)
         for direction in directions
-        for name in _listdir(os.path.join(export_dir, model_name(direction)))
+        for name in _listdir(os.path.join(export_dir, sources.model_name(direction)))
         if name.isdigit()
     ]
-    for fmt, (extension, _, _) in _FILE_FORMATS.items():
+    for fmt, (extension, _, _) in sources.FILE_FORMATS.items():
         for direction in directions:
             pattern = re.compile(
-                re.escape(model_name(direction)) + r"_(\d+)" + re.escape(extension)
+                re.escape(sources.model_name(direction)) + r"_(\d+)" + re.escape(extension)
             )
             for name in _listdir(os.path.join(export_dir, fmt)):
                 match = pattern.fullmatch(name)

@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import time
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -34,7 +35,7 @@ from cyclegan_tf import (
     data,
     devices,
     errors,
-    evaluate,
+    evaluation,
     hardware,
     pretrained,
     rundir,
@@ -74,6 +75,25 @@ class _Saved:
 
 @dataclasses.dataclass
 class TrainResult:
+    """What `train` did (`cyclegan_tf.train` returns it).
+
+    Attributes:
+      run_dir: the run directory.
+      step: the global step reached.
+      epoch: the model's epoch counter when training ended.
+      checkpoint: the last checkpoint written (path prefix), or None.
+      metrics: the last logged losses ("g/adv_ab", "d/a", ...), floats.
+      score: built-in dataset: the ground-truth score of g_ab and of the identity
+        (score.json); else None.
+      first_step_seconds: from the start of the loop to the end of the first step.
+      steps_per_second: over the steps after the first.
+      config: the Config as resolved (precision) and saved in config.json.
+      is_chief: False on the other workers of a cluster (they wrote nothing).
+      exported: with `export_dir` (`cyclegan_tf.train`): format -> direction -> path written.
+      translated: with `export_dir`: the `translate.TranslateSummary` of the test split's A
+        images translated into `<run_dir>/translated/` (None without a testA/ folder).
+    """
+
     run_dir: str
     step: int
     epoch: int
@@ -84,6 +104,8 @@ class TrainResult:
     steps_per_second: float | None
     config: config_lib.Config | None = None  # as resolved (precision) and saved in config.json
     is_chief: bool = True  # False on the other workers of a cluster (they wrote nothing)
+    exported: dict[str, dict[str, str]] | None = None
+    translated: Any = None  # translate.TranslateSummary (not imported: training needs no files)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +192,7 @@ def train(
       allow_data_change: resume even if the training images differ from the run's data.json.
       eval_every_epochs: K > 0: FID/KID of both directions on the test split after every K-th
         epoch, logged as `eval/*` and the best generators kept in `<run>/best/`
-        (`evaluate.TrainingEvaluator`); 0: off.
+        (`evaluation.TrainingEvaluator`); 0: off.
       inception_graph: the Inception graph file for eval_every_epochs (None: the cached copy).
       init_from: a NEW run's generators start from this run directory or PyTorch .pth file (or
         {direction: .pth}; or a Keras weights file of keras-io's generator); see
@@ -225,13 +247,13 @@ def _train(config, output_dir, start_flags, eval_flags, init_from, verbose, t_st
     task = cluster.Task.of(strategy)
     if task.multi_worker:
         cluster.STOP.joined()  # every worker has joined the cluster's runtime
-    evaluation = (eval_every_epochs if task.is_chief else 0, inception_graph)  # the chief's
+    eval_request = (eval_every_epochs if task.is_chief else 0, inception_graph)  # the chief's
     opened = _open(
-        config, output_dir, resume, overwrite, allow_data_change, task, strategy, evaluation
+        config, output_dir, resume, overwrite, allow_data_change, task, strategy, eval_request
     )
     mode, config, precision_note, unpaired, record, file_checks, graph = opened
-    evaluator = evaluate.training_evaluator(  # the chief's: it writes best/ and the logs
-        unpaired, output_dir, evaluation[0], graph, verbose
+    evaluator = evaluation.training_evaluator(  # the chief's: it writes best/ and the logs
+        unpaired, output_dir, eval_request[0], graph, verbose
     )
 
     # 2. The state: built before anything is written, so a failing build leaves nothing behind.
@@ -346,12 +368,12 @@ def _create_and_restore(model, config, output_dir, mode, records, task, strategy
 _MODES = (rundir.NEW, rundir.RESUME, rundir.OVERWRITE)
 
 
-def _open(config, output_dir, resume, overwrite, allow_data_change, task, strategy, evaluation):
+def _open(config, output_dir, resume, overwrite, allow_data_change, task, strategy, eval_request):
     """Phase 1 of `train`: what the start means, the Inception graph, the data and the precision.
 
     The chief alone judges the run directory (`rundir.check`), finds the Inception graph of
-    `evaluation` ((eval_every_epochs, inception_graph); before the data, so that a missing graph
-    is an error within seconds: `evaluate.inception_graph_for_training`) and resolves the
+    `eval_request` ((eval_every_epochs, inception_graph); before the data, so that a missing graph
+    is an error within seconds: `evaluation.inception_graph_for_training`) and resolves the
     precision; every worker loads the data (reusing the chief's `file_checks.json` when it can
     read it). All then agree (`cluster.Agreement`): the others take the chief's decisions, and
     all stop when a worker failed, was started with another config, or sees other training
@@ -372,7 +394,7 @@ def _open(config, output_dir, resume, overwrite, allow_data_change, task, strate
     with cluster.Agreement(task, strategy, "open the run", keys) as opened:
         if task.is_chief:
             mode = rundir.check(config, output_dir, resume, overwrite)
-            graph = evaluate.inception_graph_for_training(*evaluation)
+            graph = evaluation.inception_graph_for_training(*eval_request)
         unpaired = data.load(config.data, seed=config.train.seed, file_checks=file_checks)
         record = rundir.DataRecord.of(
             config.data.dataset,
@@ -424,7 +446,7 @@ class _Loop:
         self.pending: list[tuple[int, dict[str, tf.Tensor]]] = []  # on-device, not yet checked
         self.window: dict[str, list[float]] = {}
         self.bar = None
-        self.evaluator = None  # evaluate.TrainingEvaluator on "eval" events (set by train())
+        self.evaluator = None  # evaluation.TrainingEvaluator on "eval" events (set by train())
         self.task = cluster.Task()  # the cluster's chief alone writes logs, grids and metrics
         self.saved = _Saved()  # the last checkpoint, shared with train() (set by train())
 

@@ -4,7 +4,9 @@ This module owns evaluating a model on a dataset's test split: which images are 
 reach the Inception graph, the numbers and the protocol record that makes them citable, the JSON
 output, and the periodic evaluation during training (`TrainingEvaluator`: `eval/` scalars and the
 best generators in `<run>/best/`). The Inception graph and the distances are `metrics.py`'s, the
-built-in dataset's ground-truth score is `synthetic.py`'s, loading a model is `translate.py`'s.
+built-in dataset's ground-truth score is `synthetic.py`'s; opening the model a user names is
+`sources.py`'s (`cyclegan_tf.evaluate` opens it and hands the translators to `evaluate` here), so
+training, which evaluates its own generators, needs nothing above this module.
 
 The protocol (CUT via clean-fid, MMagic's evaluation of the official weights): for A->B, every
 image of the source domain's test split (testA) is translated and compared with every image of the
@@ -22,13 +24,13 @@ import datetime
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-import cyclegan_tf
-from cyclegan_tf import checkpoints, data, devices, errors, metrics, rundir, synthetic, translate
+from cyclegan_tf import checkpoints, data, devices, errors, metrics, rundir, synthetic, version
 from cyclegan_tf import images as images_lib
 
 DIRECTION_CHOICES = ("a2b", "b2a", "both")
@@ -61,27 +63,33 @@ def directions_of(direction: str) -> tuple[str, ...]:
     return tuple(DOMAINS) if direction == "both" else (direction,)
 
 
+def check_split(split: str) -> None:
+    """Raises a one-line ConfigError unless `split` is one of `SPLITS`."""
+    if split not in SPLITS:
+        raise errors.ConfigError(
+            f"split must be test (the split the published numbers use). Received: split={split!r}"
+        )
+
+
 def evaluate(
-    model: str,
+    translators: Mapping[str, Any],
     dataset: str,
-    direction: str = "a2b",
     split: str = "test",
     inception_graph: str | None = None,
     data_dir: str | None = None,
     batch_size: int = 50,
     kid_subsets: int = 100,
     verbose: bool = True,
-    checkpoint: str | None = None,
-    precision: str | None = None,
+    model: str | None = None,
 ) -> dict:
     """FID and KID of a model's translations of a dataset's test split (see the module docstring).
 
     Args:
-      model: a run directory (trained, or imported from PyTorch), a SavedModel export (version,
-        model or base directory) or a .tflite/.onnx file; loaded by `translate.load_model`.
+      translators: direction ("a2b" and/or "b2a") -> a `sources.Translator` of that direction
+        (what `sources.load` returns: called on uint8 [N, H, W, 3] batches; its `config`,
+        `kind`, `source`, `checkpoint`, `step` and `precision` go into the record).
       dataset: builtin | tfds:cycle_gan/<config> | a folder with trainA/ trainB/ testA/ testB/.
         Its test images are read at the test preprocessing of the model's run config.
-      direction: a2b (translate test A, compare with test B), b2a, or both.
       split: the split compared; only "test" (the published protocol).
       inception_graph: TTUR's `classify_image_graph_def.pb`; None: the cached copy, downloaded
         once (`metrics.find_inception_graph`).
@@ -89,8 +97,8 @@ def evaluate(
       batch_size: images per Inception run.
       kid_subsets: KID rounds (subsets of min(N_translated, N_reference, 1000) images).
       verbose: print one line per direction (and the built-in score table).
-      checkpoint: run directories only: a step, checkpoint name, "best" or path (default latest).
-      precision: run directories only (None/auto: the best for this machine).
+      model: what the user named (recorded as the protocol's "model"); default: the first
+        translator's source.
 
     Returns:
       {"protocol": {model, model_kind, dataset, split, preprocessing, inception_graph,
@@ -104,19 +112,21 @@ def evaluate(
 
     Raises:
       errors.UserError: a bad argument, a dataset without a test split, a missing Inception graph
-        (metrics' message), an unusable model, or a direction the model does not have.
+        (metrics' message), or a model without a recorded training config.
     """
-    # 1. Arguments and the Inception graph: everything that fails fast, before anything is loaded.
-    directions = directions_of(direction)
-    if split not in SPLITS:
+    # 1. Arguments and the Inception graph: everything that fails fast, before the data.
+    directions = tuple(d for d in DOMAINS if d in translators)
+    if not directions or set(translators) - set(DOMAINS):
         raise errors.ConfigError(
-            f"split must be test (the split the published numbers use). Received: split={split!r}"
+            f"translators must map a2b and/or b2a to a model. Received: {sorted(translators)}"
         )
+    check_split(split)
     graph = metrics.find_inception_graph(inception_graph)
     devices.configure_gpus()  # before anything initialises a GPU: memory grows on demand
 
-    # 2. The model (one loaded function per direction) and the test images.
-    loaded = {d: translate.load_model(model, d, checkpoint, precision) for d in directions}
+    # 2. The test images, at the test preprocessing of the model's run config.
+    loaded = dict(translators)
+    model = model or loaded[directions[0]].source
     config = loaded[directions[0]].config
     if config is None:
         raise EvaluateError(
@@ -145,7 +155,7 @@ def evaluate(
             f"unbiased MMD^2 with the cubic kernel, mean and std over {kid_subsets} subsets of "
             "min(N_translated, N_reference, 1000) images, x1000"
         ),
-        "cyclegan_tf_version": cyclegan_tf.__version__,
+        "cyclegan_tf_version": version.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     result: dict = {"protocol": shared}
@@ -155,7 +165,7 @@ def evaluate(
             source, target = DOMAINS[d]
             if target not in real_features:
                 real_features[target] = features(real[target])
-            translated = translate_all(loaded[d].images, real[source])
+            translated = translate_all(loaded[d], real[source])
             scores = distances(features(translated), real_features[target], kid_subsets)
             scores["protocol"] = {
                 "reference_set": f"{dataset} {split} domain {target.upper()}, all "
@@ -163,7 +173,7 @@ def evaluate(
                 "translated_set": f"{dataset} {split} domain {source.upper()}, all "
                 f"{len(real[source])} images, translated {d}",
                 "image_size": describe_sizes(translated),
-                "model_path": os.path.abspath(loaded[d].path),
+                "model_path": os.path.abspath(loaded[d].source),
                 "checkpoint": loaded[d].checkpoint,
                 "step": loaded[d].step,
                 "precision": loaded[d].precision,
@@ -175,7 +185,7 @@ def evaluate(
 
     # 4. The built-in dataset: the ground-truth score of A->B, as training computes it.
     if unpaired.builtin_dir and "a2b" in directions:
-        run = loaded["a2b"].images
+        run = loaded["a2b"]
         result["builtin_score"] = synthetic.score_translation(
             lambda x: images_lib.to_float(run(images_lib.to_uint8(x))), unpaired.builtin_dir
         )
@@ -215,7 +225,7 @@ def translate_all(
     """Translates uint8 [H, W, 3] images in same-size batches; results in input order.
 
     Args:
-      run: uint8 [N, H, W, 3] -> uint8 [N, H, W, 3] (`translate.LoadedModel.images`).
+      run: uint8 [N, H, W, 3] -> uint8 [N, H, W, 3] (e.g. a `sources.Translator`).
       images: uint8 [H, W, 3] arrays, sizes may differ.
       batch_size: images per call.
 
