@@ -677,7 +677,7 @@ def test_keras_io_cyclegan_weights_give_both_directions(keras_io_files, tmp_path
     run = inference.load_run(run_dir, precision="float32")
     x = _float(np.random.default_rng(4).integers(0, 256, (1, 12, 16, 3), np.uint8))
     for direction, source in (("a2b", "g"), ("b2a", "f")):
-        got = np.asarray(run.translator(direction).translate_float(x))
+        got = np.asarray(run.endpoints(direction).translate_float(x))
         want = np.asarray(keras_io_files[source](x, training=False))
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
 
