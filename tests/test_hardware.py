@@ -298,14 +298,15 @@ def test_fast_arms_train_like_stock_tensorflow(prec):
         else:
             # bfloat16: both arms compute the same forward kernels (step-1 losses agree), but the
             # gradient paths round different intermediate values to bfloat16 (one rounding: up to
-            # 2^-9 relative; a value that lands on the neighbouring bfloat16 is 2^-8 off). Step-2
-            # losses: a few roundings' worth, 8 * 2^-8 = 3.1e-2. Gradients: each of the ~20
-            # convolutions between a loss and the deepest kernel rounds the back-propagated
-            # gradient once more, at different points in the two arms; worst case linear, 20 *
-            # 2^-9 = 3.9e-2 (measured: up to 3.6e-2 with Eigen's bfloat16, 1e-2 with oneDNN's),
-            # bounded by 16 * 2^-8 = 6.25e-2. Real errors are O(1): a oneDNN bfloat16 conv bug
-            # gave 1.02 here (layers._conv2d_forward_gradients).
-            assert step1 <= 2**-8 and step2 <= 8 * 2**-8, r
+            # 2^-9 relative; a value that lands on the neighbouring bfloat16 is 2^-8 off).
+            # Gradients: each of the ~20 convolutions between a loss and the deepest kernel
+            # rounds the back-propagated gradient once more, at different points in the two arms;
+            # worst case linear, 20 * 2^-9 = 3.9e-2 (measured: up to 3.6e-2 with Eigen's
+            # bfloat16, 1e-2 with oneDNN's), bounded by 16 * 2^-8 = 6.25e-2. The step-2 losses
+            # are computed by weights one Adam step apart by those gradients, so they share the
+            # bound (measured: up to 5.2e-2, WGAN-GP with Eigen's bfloat16). Real errors are
+            # O(1): a oneDNN bfloat16 conv bug gave 1.02 here (layers._conv2d_forward_gradients).
+            assert step1 <= 2**-8 and step2 <= 16 * 2**-8, r
             assert r["grad_rel"] <= 16 * 2**-8 and r["grad_rel_all"] <= 16 * 2**-8, r
             # Weights: Adam turns relative gradient differences of small elements into update
             # differences of up to ~lr, so only the bound of the update size holds per weight;
