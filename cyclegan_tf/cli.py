@@ -442,9 +442,9 @@ def _import_tensorflow_quietly() -> None:
 
 
 def _configure_gpus() -> None:
-    from cyclegan_tf import devices
+    from cyclegan_tf import hardware
 
-    devices.configure_gpus(FLAGS.gpu_memory_growth)
+    hardware.configure_gpus(FLAGS.gpu_memory_growth)
 
 
 def main(argv: list[str]) -> int:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from cyclegan_tf import checkpoints, data, devices, errors, metrics, rundir, synthetic, version
+from cyclegan_tf import checkpoints, data, errors, hardware, metrics, rundir, synthetic, version
 from cyclegan_tf import images as images_lib
 
 DIRECTION_CHOICES = ("a2b", "b2a", "both")
@@ -122,7 +122,7 @@ def evaluate(
         )
     check_split(split)
     graph = metrics.find_inception_graph(inception_graph)
-    devices.configure_gpus()  # before anything initialises a GPU: memory grows on demand
+    hardware.configure_gpus()  # before anything initialises a GPU: memory grows on demand
 
     # 2. The test images, at the test preprocessing of the model's run config.
     loaded = dict(translators)

@@ -66,7 +66,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cyclegan_tf import checkpoints, devices, errors, inference, rundir, sources
+from cyclegan_tf import checkpoints, errors, hardware, inference, rundir, sources
 from cyclegan_tf import precision as precision_lib
 from cyclegan_tf import version as version_lib
 
@@ -157,7 +157,7 @@ def export_run(
       ExportCheckError: a TFLite or ONNX file that computes something else (nothing is written).
       checkpoints.CheckpointError: an unusable run directory or checkpoint.
     """
-    devices.configure_gpus()  # before anything initialises a GPU (another process may train)
+    hardware.configure_gpus()  # before anything initialises a GPU (another process may train)
     formats = parse_formats(formats)
     if directions is None:
         directions = rundir.imported_directions(run_dir)

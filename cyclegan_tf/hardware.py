@@ -25,6 +25,9 @@ The stock twin of every arm is what TensorFlow and Keras do unasked: TensorFlow'
 inlined functions, Grappler on (and float32, oneDNN as TensorFlow decides). `describe()` is the
 start line's account of the arms in use and of every override.
 
+GPU memory growth (`configure_gpus`) is decided here too, once per process, before anything
+initialises the GPUs.
+
 Overrides are read here only: from the environment at the first probe (a bad value is a one-line
 `ConfigError`), or in-process with `force(...)` (tests). The CPU half of the probe reads
 /proc/cpuinfo (sysctl on macOS) and never imports TensorFlow, so the CLI can resolve and validate
@@ -41,6 +44,8 @@ import os
 import platform
 import subprocess
 from collections.abc import Iterator
+
+from absl import logging
 
 from cyclegan_tf import errors
 
@@ -396,3 +401,57 @@ def describe() -> str:
     )
     forced = overrides()
     return f"{where}; {arms}; " + (f"overridden: {', '.join(forced)}" if forced else "no overrides")
+
+
+# -- GPU memory: taken on demand, decided before anything initialises the GPUs ------------------
+#
+# By default TensorFlow reserves nearly all of a GPU's memory the first time it touches the GPU, so
+# a second process on the same GPU (`cyclegan-tf translate` or `evaluate` while `train` runs)
+# fails to allocate. With memory growth each process takes what it uses. It must be set on every
+# GPU before TensorFlow initialises any of them, so the entry points call `configure_gpus` first:
+# `training.configure_tensorflow`, `exporting.export_run`, `sources.load`, and the CLI for
+# every command (`--gpu_memory_growth=false` turns it off). The first call in a process decides;
+# later calls without an explicit value keep that decision. TensorFlow's own environment variable
+# `TF_FORCE_GPU_ALLOW_GROWTH=true|false` overrides both ways.
+#
+# Not measured here (no GPU): growing allocations may fragment memory and cost some speed; a
+# machine that runs only training can turn growth off.
+#
+# A process-wide setting by nature (TensorFlow's device configuration is process-wide), hence the
+# one module-level record of the decision.
+
+_decision: bool | None = None  # what the first call in this process decided
+
+
+def configure_gpus(memory_growth: bool | None = None) -> bool | None:
+    """Sets memory growth on every GPU TensorFlow sees, before they are initialised.
+
+    Args:
+      memory_growth: True or False to decide; None: True, unless an earlier call in this process
+        decided already (then that decision stays).
+
+    Returns:
+      The setting now in force on the GPUs, or None when there is no GPU or TensorFlow had
+      initialised them before (a warning says so; the setting cannot change then).
+    """
+    global _decision
+    if memory_growth is None and _decision is not None:
+        return _decision
+    growth = True if memory_growth is None else bool(memory_growth)
+    import tensorflow as tf
+
+    found = tf.config.list_physical_devices("GPU")
+    _decision = growth
+    if not found:
+        return None
+    try:
+        for gpu in found:
+            tf.config.experimental.set_memory_growth(gpu, growth)
+    except RuntimeError as e:  # "Physical devices cannot be modified after being initialized"
+        logging.warning(
+            "GPU memory growth left as it was (%s): TensorFlow had initialised the GPUs before; "
+            "call cyclegan_tf.hardware.configure_gpus() before anything else.",
+            str(e).splitlines()[0] if str(e) else type(e).__name__,
+        )
+        return None
+    return growth

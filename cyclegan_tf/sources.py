@@ -36,7 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cyclegan_tf import checkpoints, devices, errors, inference, nativelog, rundir, translate
+from cyclegan_tf import checkpoints, errors, hardware, inference, nativelog, rundir, translate
 from cyclegan_tf import config as config_lib
 from cyclegan_tf import images as images_lib
 from cyclegan_tf import precision as precision_lib
@@ -280,7 +280,7 @@ def load(
         have, a checkpoint/precision asked of an export, or (MissingExtraError) a .tflite/.onnx
         file whose runtime is not installed.
     """
-    devices.configure_gpus()  # before anything initialises a GPU (another process may train)
+    hardware.configure_gpus()  # before anything initialises a GPU (another process may train)
     inference.check_direction(direction)
     if file_format(model) and os.path.isfile(model):
         _only_for_run_directories(model, "a TFLite/ONNX file", checkpoint, precision)

@@ -33,7 +33,6 @@ from cyclegan_tf import (
     checkpoints,
     cluster,
     data,
-    devices,
     errors,
     evaluation,
     hardware,
@@ -155,7 +154,7 @@ class Cadence:
 def configure_tensorflow(train_config: config_lib.TrainConfig) -> None:
     """The process-wide TensorFlow settings a training process runs with (`train` calls it first).
 
-    - GPU memory on demand (`devices.configure_gpus`), before anything initialises the GPUs.
+    - GPU memory on demand (`hardware.configure_gpus`), before anything initialises the GPUs.
     - Grappler as `hardware.grappler()` chooses: its meta optimizer off on a CPU-only machine
       (its graph rewrites cost 1.5-2 s before the first step and gain nothing per step there,
       bench/RESULTS.md "Grappler on" rows), on with a GPU (layout rewrites and fusions for
@@ -164,7 +163,7 @@ def configure_tensorflow(train_config: config_lib.TrainConfig) -> None:
 
     Process-wide, so it is called where a process decides to train, not at import.
     """
-    devices.configure_gpus()
+    hardware.configure_gpus()
     if train_config.deterministic:
         tf.config.experimental.enable_op_determinism()
     hardware.apply_grappler()

@@ -31,7 +31,7 @@ README = PACKAGE.parent / "README.md"
 FLOORS = [
     ["errors", "version"],
     ["hardware", "nativelog"],
-    ["precision", "devices"],
+    ["precision"],
     ["config", "images", "torch_pickle", "video"],
     ["rundir", "cluster", "synthetic", "visualize"],
     ["checkpoints", "data", "metrics", "layers"],

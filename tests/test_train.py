@@ -20,7 +20,6 @@ from cyclegan_tf import (
     checkpoints,
     config,
     data,
-    devices,
     hardware,
     inference,
     losses,
@@ -153,7 +152,7 @@ def test_configure_tensorflow_grows_gpu_memory_and_keeps_grappler_on_a_gpu(monke
         tf.config.experimental, "set_memory_growth", lambda d, on: growth.append((d.name, on))
     )
     monkeypatch.setattr(tf.config.optimizer, "set_experimental_options", options.append)
-    monkeypatch.setattr(devices, "_decision", None)  # a fresh process
+    monkeypatch.setattr(hardware, "_decision", None)  # a fresh process
     hardware.reset()  # the probe sees the pretended GPU (conftest resets it after the test)
     training.configure_tensorflow(_tiny().train)
     assert growth == [("/physical_device:GPU:0", True)]
@@ -161,8 +160,8 @@ def test_configure_tensorflow_grows_gpu_memory_and_keeps_grappler_on_a_gpu(monke
     assert options == [{"disable_meta_optimizer": False}]
     # A process that decided first (cyclegan-tf --nogpu_memory_growth) keeps its decision.
     growth.clear()
-    monkeypatch.setattr(devices, "_decision", None)
-    devices.configure_gpus(False)
+    monkeypatch.setattr(hardware, "_decision", None)
+    hardware.configure_gpus(False)
     training.configure_tensorflow(_tiny().train)
     assert growth == [("/physical_device:GPU:0", False)]
     # CPU only: nothing to grow; the meta optimizer off (measured to help on the CPU).

@@ -1,12 +1,12 @@
-"""cyclegan_tf.devices: GPU memory growth, decided once per process, before GPUs initialise. The
-GPUs are pretended (monkeypatched tf.config), so the tests mean the same on a host with GPUs."""
+"""hardware.configure_gpus: GPU memory growth, decided once per process, before GPUs initialise.
+The GPUs are pretended (monkeypatched tf.config), so the tests mean the same on a host with GPUs."""
 
 import logging
 
 import pytest
 import tensorflow as tf
 
-from cyclegan_tf import devices, errors, exporting, sources
+from cyclegan_tf import errors, exporting, hardware, sources
 
 
 @pytest.fixture
@@ -23,16 +23,16 @@ def fake_gpus(monkeypatch):
     monkeypatch.setattr(
         tf.config.experimental, "set_memory_growth", lambda d, on: calls.append((d.name, on))
     )
-    monkeypatch.setattr(devices, "_decision", None)  # a fresh process
+    monkeypatch.setattr(hardware, "_decision", None)  # a fresh process
     return calls
 
 
 def test_growth_on_every_gpu_and_the_first_decision_stays(fake_gpus):
-    assert devices.configure_gpus() is True
+    assert hardware.configure_gpus() is True
     assert fake_gpus == [("/physical_device:GPU:0", True), ("/physical_device:GPU:1", True)]
     fake_gpus.clear()
-    assert devices.configure_gpus() is True and fake_gpus == []  # decided already
-    assert devices.configure_gpus(False) is False  # an explicit value applies
+    assert hardware.configure_gpus() is True and fake_gpus == []  # decided already
+    assert hardware.configure_gpus(False) is False  # an explicit value applies
     assert [on for _, on in fake_gpus] == [False, False]
 
 
@@ -42,21 +42,21 @@ def test_gpus_initialised_before_keep_their_setting_with_a_warning(fake_gpus, mo
 
     monkeypatch.setattr(tf.config.experimental, "set_memory_growth", initialised)
     with caplog.at_level(logging.WARNING):
-        assert devices.configure_gpus() is None
+        assert hardware.configure_gpus() is None
     assert "GPU memory growth left as it was" in caplog.text
 
 
 def test_no_gpu_nothing_to_set(monkeypatch):
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])  # any host
-    monkeypatch.setattr(devices, "_decision", None)
-    assert devices.configure_gpus() is None
+    monkeypatch.setattr(hardware, "_decision", None)
+    assert hardware.configure_gpus() is None
 
 
 def test_export_and_opening_a_model_set_it_before_anything_else(fake_gpus, tmp_path):
     with pytest.raises(errors.UserError):  # the run directory does not exist
         exporting.export_run(str(tmp_path / "no_run"), str(tmp_path / "out"))
     assert [on for _, on in fake_gpus] == [True, True]
-    devices._decision = None
+    hardware._decision = None
     fake_gpus.clear()
     with pytest.raises(errors.UserError):  # there is no model
         sources.load(str(tmp_path / "no_model"))
