@@ -245,6 +245,8 @@ def export(
     version: int | None = None,
     precision: str | None = None,
     directions: Sequence[str] | None = None,
+    quantize: str | None = None,
+    dataset: str | None = None,
 ) -> dict[str, dict[str, str]]:
     """Exports a run's generators, as `cyclegan-tf export` does (`exporting.export_run`).
 
@@ -255,17 +257,28 @@ def export(
       formats: "saved_model", "tflite", "onnx" (a sequence or a comma-separated string).
       checkpoint: a step, checkpoint name, "best" or "epoch_N"; None: the latest.
       version: the version number; None: the next free one.
-      precision: what the SavedModels compute in; None: float32 (TFLite/ONNX: float32 always).
+      precision: what the SavedModels compute in; None: float32 (ONNX: float32 always, TFLite:
+        see `quantize`).
       directions: None: every direction the run has.
+      quantize: the TFLite files' quantization: None (float32), "float16" (float16 weights),
+        "dynamic" (int8 weights, float activations) or "int8" (int8 weights and activations,
+        calibrated on the run's training images); needs "tflite" in `formats`. Each quantized
+        file is checked against the float32 model on the run's test images (PSNR floors in
+        `exporting.QUANTIZED_PSNR_FLOORS`).
+      dataset: with `quantize`: read these images instead of the run's own (a folder, "builtin"
+        or "tfds:cycle_gan/<config>"), e.g. for a run imported from PyTorch.
 
     Returns:
       format -> direction -> the path written (SavedModel version directory, or the file).
 
     Raises:
       errors.UserError: an unusable run directory or checkpoint, an unknown format, a taken
-        version, a missing optional dependency (the message names the pip command), or a
-        TFLite/ONNX file that computes something else (deleted).
+        version, a missing optional dependency (the message names the pip command), `quantize`
+        without tflite, unreadable training images for int8, or a TFLite/ONNX file that
+        computes something else or a quantized one below its floor (deleted).
     """
+    if dataset is not None:
+        check_dataset(dataset)
     from cyclegan_tf import exporting
 
     return exporting.export_run(
@@ -276,6 +289,8 @@ def export(
         directions=tuple(directions) if directions is not None else None,
         precision=precision,
         formats=formats,
+        quantize=quantize,
+        dataset=dataset,
     )
 
 

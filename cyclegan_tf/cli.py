@@ -36,7 +36,8 @@ flags.DEFINE_string(
     None,
     "builtin (procedural, no download) | tfds:cycle_gan/<config> (e.g. tfds:cycle_gan/horse2zebra)"
     " | a folder with trainA/ trainB/ [testA/ testB/]. train: default builtin. evaluate: the "
-    "dataset whose test split is compared (required).",
+    "dataset whose test split is compared (required). export --quantize: the images to calibrate "
+    "and check on instead of the run's own.",
 )
 flags.DEFINE_string(
     "output_dir",
@@ -165,6 +166,16 @@ flags.DEFINE_string(
     "saved_model",
     "export: comma-separated saved_model (TF Serving), tflite (LiteRT; needs "
     "'cyclegan-tf[tflite]'), onnx (needs 'cyclegan-tf[onnx]'), e.g. saved_model,tflite,onnx.",
+)
+flags.DEFINE_enum(
+    "quantize",
+    None,
+    ["float16", "dynamic", "int8"],
+    "export --format=tflite: quantize the TFLite files (default: float32). float16: float16 "
+    "weights, half the size; dynamic: int8 weights, float activations, a quarter; int8: int8 "
+    "weights and activations, calibrated on the run's training images (--dataset to read others). "
+    "Each file is checked against the float32 model on the run's test images and refused below a "
+    "PSNR floor.",
 )
 flags.DEFINE_string(
     "model",
@@ -308,6 +319,8 @@ def _export() -> int:
         checkpoint=FLAGS.checkpoint,
         version=FLAGS.version,
         precision=FLAGS.precision,
+        quantize=FLAGS.quantize,
+        dataset=FLAGS.dataset,
     )
     _print_exported(paths)
     return 0
@@ -324,6 +337,24 @@ def _print_exported(paths: dict[str, dict[str, str]]) -> None:
                 print(f"Exported {direction} ({info['precision']}): {path}", flush=True)
                 continue
             check = info["check"]
+            if "psnr_db" in check:  # a quantized file, checked on real (or generated) images
+                images = check["images"]
+                where = (
+                    f"{images['count']} test images of {images['dataset']}"
+                    if images["source"] == "test split"
+                    else f"{images['count']} generated images (no test split: "
+                    f"{images['why_not_test_split']})"
+                )
+                print(
+                    f"Exported {direction} {fmt} ({info['precision']}, "
+                    f"{os.path.getsize(path) / 1e6:.1f} MB): {path}; checked against the float32 "
+                    f"Keras model on {where}: PSNR {check['psnr_db']} dB (floor "
+                    f"{check['floor_psnr_db']:g}), max difference "
+                    f"{check['max_uint8_difference']} uint8 levels, mean "
+                    f"{check['mean_uint8_difference']:.2f}",
+                    flush=True,
+                )
+                continue
             sizes = " and ".join(f"{h}x{w}" for h, w in check["sizes"])
             print(
                 f"Exported {direction} {fmt} ({info['precision']}): {path}; checked against the "

@@ -30,13 +30,15 @@ import sys
 import tempfile
 import time
 
-# Notices printed on every CPU-only start, and LiteRT's delegate notice.
+# Notices printed on every CPU-only start, LiteRT's delegate notice and the settings line the
+# TFLite quantizer prints for every int8 quantization.
 _NOISE = re.compile(
     r"All log messages before absl::InitializeLog|cudart_stub|Could not find cuda drivers|"
     r"cuda_(platform|executor|dnn|fft|blas|diagnostics)|failed call to cuInit|cpu_feature_guard|"
     r"This TensorFlow binary is optimized|To enable the following instructions|oneDNN custom "
     r"operations|computation_placer|TF-TRT Warning|Unable to register cu(DNN|FFT|BLAS) factory|"
-    r"Attempting to register factory|^INFO: Created TensorFlow Lite XNNPACK delegate for CPU"
+    r"Attempting to register factory|^INFO: Created TensorFlow Lite XNNPACK delegate for CPU|"
+    r"^fully_quantize: \d+, inference_type: "
 )
 _INFO_OR_WARNING = re.compile(r"^[IW]\d{4} ")  # native INFO/WARNING lines: "I0000 00:00:..."
 # Never dropped, whatever else they match: a fatal log line ("F0000 ... cpu_feature_guard.cc:...]

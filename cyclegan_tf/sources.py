@@ -7,14 +7,16 @@ A model source is any of:
 - a SavedModel export: a version directory (`<export_dir>/cyclegan_a2b/1`), a model directory
   (`<export_dir>/cyclegan_a2b`, its newest version) or the export base directory (`<export_dir>`,
   the model of the direction asked for);
-- a `.tflite` or `.onnx` file written by `cyclegan-tf export --format=...`, run in its own runtime
-  (ai_edge_litert / onnxruntime: the optional extras `[tflite]`, `[onnx]`).
+- a `.tflite` or `.onnx` file written by `cyclegan-tf export --format=...` (TFLite: float32 or
+  quantized, `--quantize`), run in its own runtime (ai_edge_litert / onnxruntime: the optional
+  extras `[tflite]`, `[onnx]`).
 
 `load` opens one for one direction and returns a `Translator`: uint8 images of any size in, uint8
 images of the same size out, the same pixels whatever the source (a run directory and its
 SavedModel run the same `inference.Endpoints` functions; the TFLite and ONNX files trace
 `Endpoints.translate_images` and are checked against it within a uint8 level when written,
-`exporting.check_file`).
+`exporting.check_file`; quantized TFLite files compute the same function approximately, checked
+against a PSNR floor, `exporting.check_quantized`).
 
 This module also owns the export layout as a reader sees it (the names `exporting.py` writes:
 model directories, signatures, the files' input and output names, the metadata JSON) and finding
@@ -374,7 +376,8 @@ def _open_file_model(path: str, direction: str) -> Translator:
         kind=file_format(path),
         source=path,
         direction=direction,
-        precision="float32",
+        # float32, or a TFLite file's quantization (float16, dynamic, int8): what it computes in.
+        precision=info.get("precision", "float32"),
         run_images=run_images,
         run_encoded=run_encoded,
         config=config_lib.Config.from_dict(config) if config else None,
