@@ -129,7 +129,7 @@ def test_score_oracle_is_perfect(pairs):
 def test_score_identity_is_clearly_bad(pairs):
     a, b, _ = pairs
     s = synthetic.score(a, b)
-    assert s["l1"] > 0.12 and s["psnr"] < 16
+    assert s["l1"] > 0.1 and s["psnr"] < 16
     assert s["color_error"] > 0.4  # the hue rotation
     assert s["stripe_error"] > 0.9  # no bands
     assert s["mask_iou"] > 0.95  # but the geometry is right
