@@ -92,7 +92,13 @@ flags.DEFINE_integer("pool_size", None, "Image history pool per discriminator (5
 # optimisation
 flags.DEFINE_float("lr", None, "Adam learning rate (2e-4).")
 flags.DEFINE_float("beta1", None, "Adam beta1 (0.5).")
-flags.DEFINE_enum("lr_policy", None, list(config_lib.LR_POLICIES), "Learning-rate policy (linear).")
+flags.DEFINE_enum(
+    "lr_policy",
+    None,
+    list(config_lib.LR_POLICIES),
+    "Learning-rate policy (linear): linear decays once per epoch as the official code; "
+    "linear_steps decays every step (short schedules); constant.",
+)
 flags.DEFINE_integer("n_epochs", None, "Epochs at the initial learning rate (100).")
 flags.DEFINE_integer("n_epochs_decay", None, "Epochs of linear decay to zero (100).")
 # loop

@@ -40,7 +40,7 @@ UPSAMPLINGS = ("torch", "keras_same")
 CONV_BIASES = ("auto", "output_only")
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 GAN_MODES = ("lsgan", "vanilla", "wgangp")
-LR_POLICIES = ("linear", "constant")
+LR_POLICIES = ("linear", "linear_steps", "constant")
 PRECISIONS = precision_lib.PRECISIONS
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
 

@@ -1,10 +1,14 @@
 """Learning-rate policies: the official "linear" (constant for n_epochs, then linearly to zero over
-n_epochs_decay) and "constant".
+n_epochs_decay), "linear_steps" (the same rule counted in steps) and "constant".
 
-The rate is a function of the global step only, so a resumed run follows the same curve. It changes
-once per epoch, as the official `lambda_rule`:
+The rate is a function of the global step only, so a resumed run follows the same curve. "linear"
+changes once per epoch, as the official `lambda_rule`:
     factor(epoch) = 1 - max(0, epoch + 1 - n_epochs) / (n_epochs_decay + 1)
-with epoch = step // steps_per_epoch.
+with epoch = step // steps_per_epoch. Over the paper's 100 decay epochs that is a smooth ramp; over
+a short schedule it is a staircase that never gets low: with 1 + 1 epochs the rate only halves for
+the second epoch. "linear_steps" applies the same rule with the step as its unit,
+    factor(step) = 1 - max(0, step + 1 - n_epochs * S) / (n_epochs_decay * S + 1),  S = steps/epoch,
+so the rate falls every step and the last step trains at 1 / (n_epochs_decay * S + 1) of it.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ class EpochLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
     ):
         if steps_per_epoch <= 0:
             raise ValueError(f"steps_per_epoch must be > 0. Received: {steps_per_epoch}")
-        if policy not in ("linear", "constant"):
-            raise ValueError(f"lr_policy must be linear or constant. Received: {policy!r}")
+        if policy not in ("linear", "linear_steps", "constant"):
+            raise ValueError(
+                f"lr_policy must be linear, linear_steps or constant. Received: {policy!r}"
+            )
         self.base_lr = float(base_lr)
         self.steps_per_epoch = int(steps_per_epoch)
         self.n_epochs = int(n_epochs)
@@ -42,6 +48,11 @@ class EpochLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
     def __call__(self, step):
         if self.policy == "constant":
             return ops.convert_to_tensor(self.base_lr, "float32")
+        if self.policy == "linear_steps":
+            start = float(self.n_epochs * self.steps_per_epoch)
+            length = float(self.n_epochs_decay * self.steps_per_epoch + 1)
+            decayed = ops.maximum(0.0, ops.cast(step, "float32") + 1.0 - start) / length
+            return self.base_lr * ops.maximum(0.0, 1.0 - decayed)
         epoch = ops.cast(ops.floor_divide(ops.cast(step, "int64"), self.steps_per_epoch), "float32")
         decayed = ops.maximum(0.0, epoch + 1.0 - self.n_epochs) / float(self.n_epochs_decay + 1)
         return self.base_lr * ops.maximum(0.0, 1.0 - decayed)
