@@ -21,6 +21,7 @@ import tensorflow as tf
 
 import cyclegan_tf
 from cyclegan_tf import api, errors, sources
+from cyclegan_tf import config as config_lib
 
 PACKAGE = pathlib.Path(cyclegan_tf.__file__).parent
 README = PACKAGE.parent / "README.md"
@@ -252,7 +253,8 @@ def test_train_takes_the_clis_flags_and_names_the_closest_for_a_typo(tmp_path):
     with pytest.raises(TypeError, match="'lamda_cycle'; did you mean 'lambda_cycle'"):
         cyclegan_tf.train("builtin", str(tmp_path / "run"), lamda_cycle=5)
     config, options = api.train_config("builtin", preset="quick", lambda_cycle=5, ngf=None)
-    assert (config.loss.lambda_a, config.loss.lambda_b, config.model.ngf) == (5, 5, 32)
+    quick_ngf = config_lib.preset("quick").model.ngf  # None keeps the preset's value
+    assert (config.loss.lambda_a, config.loss.lambda_b, config.model.ngf) == (5, 5, quick_ngf)
     assert options["resume"] is True and options["export_dir"] is None
     # The command's one-line errors, raised (never an exit), before anything is written.
     with pytest.raises(errors.UserError, match="Dataset folder .* does not exist"):
