@@ -638,9 +638,7 @@ def check_file(
             worst_size = (height, width)
         worst_uint8, worst_float = max(worst_uint8, uint8), max(worst_float, floats)
     if worst_uint8 > tolerance:
-        for leftover in (path, sources.info_path(path)):
-            if os.path.exists(leftover):
-                os.remove(leftover)
+        _remove_file_export(path)
         raise ExportCheckError(
             f"The {fmt} export differs from the Keras model by up to {worst_uint8} uint8 levels "
             f"(float {worst_float:.2g}) on {worst_size[0]}x{worst_size[1]} test images, more than "
@@ -667,6 +665,13 @@ def check_images(height: int, width: int) -> np.ndarray:
 def _generated_check_images() -> list[np.ndarray]:
     """`check_images` at every `CHECK_SIZES`, one [H, W, 3] image per entry."""
     return [image for size in CHECK_SIZES for image in check_images(*size)]
+
+
+def _remove_file_export(path: str) -> None:
+    """Deletes a TFLite/ONNX file that failed its check, and its JSON if written."""
+    for leftover in (path, sources.info_path(path)):
+        if os.path.exists(leftover):
+            os.remove(leftover)
 
 
 def check_quantized(
@@ -724,9 +729,7 @@ def check_quantized(
         "reference": "the float32 Keras generator through inference.Endpoints.translate_images",
     }
     if psnr < floor:
-        for leftover in (path, sources.info_path(path)):
-            if os.path.exists(leftover):
-                os.remove(leftover)
+        _remove_file_export(path)
         raise ExportCheckError(
             f"The {quantize} TFLite export is {psnr:.1f} dB PSNR from the float32 Keras model on "
             f"{len(images)} {described.get('source', 'check')} images, below its floor of "
