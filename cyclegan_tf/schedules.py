@@ -48,13 +48,12 @@ class EpochLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
     def __call__(self, step):
         if self.policy == "constant":
             return ops.convert_to_tensor(self.base_lr, "float32")
-        if self.policy == "linear_steps":
-            start = float(self.n_epochs * self.steps_per_epoch)
-            length = float(self.n_epochs_decay * self.steps_per_epoch + 1)
-            decayed = ops.maximum(0.0, ops.cast(step, "float32") + 1.0 - start) / length
-            return self.base_lr * ops.maximum(0.0, 1.0 - decayed)
-        epoch = ops.cast(ops.floor_divide(ops.cast(step, "int64"), self.steps_per_epoch), "float32")
-        decayed = ops.maximum(0.0, epoch + 1.0 - self.n_epochs) / float(self.n_epochs_decay + 1)
+        # One rule, counted in epochs ("linear") or in steps ("linear_steps").
+        unit = self.steps_per_epoch if self.policy == "linear" else 1
+        start = self.n_epochs * self.steps_per_epoch // unit
+        length = self.n_epochs_decay * self.steps_per_epoch // unit + 1
+        position = ops.cast(ops.floor_divide(ops.cast(step, "int64"), unit), "float32")
+        decayed = ops.maximum(0.0, position + 1.0 - start) / float(length)
         return self.base_lr * ops.maximum(0.0, 1.0 - decayed)
 
     def get_config(self):
