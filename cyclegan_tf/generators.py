@@ -52,6 +52,16 @@ class _Options:
             name=name,
         )
 
+    def _keras_same(self, name):
+        """Arguments of the Keras-"same" k3 s2 variants (`down_padding`/`upsampling` keras_same)."""
+        return dict(
+            strides=2,
+            padding="same",
+            use_bias=self._bias(None),
+            kernel_initializer=layers.kernel_initializer(self.init_type, self.init_gain),
+            name=name,
+        )
+
     def down_conv(self, x, filters, name):
         """The ResNet's k3 s2 downsampling: PyTorch's padding=1 (zeros or reflect) or Keras'
         "same" (zero padding after only, on even sizes)."""
@@ -59,15 +69,7 @@ class _Options:
             x = layers.ReflectionPadding2D(1, name=f"{name}_reflect")(x)
             return self.conv(x, filters, 3, strides=2, name=name)
         if self.down_padding == "keras_same":
-            return layers.Conv2D(
-                filters,
-                3,
-                strides=2,
-                padding="same",
-                use_bias=self._bias(None),
-                kernel_initializer=layers.kernel_initializer(self.init_type, self.init_gain),
-                name=name,
-            )(x)
+            return layers.Conv2D(filters, 3, **self._keras_same(name))(x)
         return self.conv(x, filters, 3, strides=2, padding=1, name=name)
 
     def conv_transpose(self, x, filters, kernel_size, name, output_padding=0, use_bias=None):
@@ -88,15 +90,7 @@ class _Options:
         """The ResNet's k3 s2 upsampling: PyTorch's padding=1, output_padding=1 (drops the first
         row and column of the full result) or Keras' "same" (drops the last)."""
         if self.upsampling == "keras_same":
-            return keras.layers.Conv2DTranspose(
-                filters,
-                3,
-                strides=2,
-                padding="same",
-                use_bias=self._bias(None),
-                kernel_initializer=layers.kernel_initializer(self.init_type, self.init_gain),
-                name=name,
-            )(x)
+            return keras.layers.Conv2DTranspose(filters, 3, **self._keras_same(name))(x)
         return self.conv_transpose(x, filters, 3, output_padding=1, name=name)
 
     def norm_layer(self, x, name):
