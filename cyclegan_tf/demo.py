@@ -34,7 +34,9 @@ DEFAULT_PORT = 7860  # Gradio's own default
 # A "short video": 30 s at 30 fps. At 256 px a CPU translates a few frames/s (README, Video), so
 # this is minutes of work already; longer videos are for `cyclegan-tf translate`.
 MAX_VIDEO_FRAMES = 900
-IMAGE_HEIGHT = 320  # CSS pixels: small images are shown scaled up, large ones scaled down
+# CSS pixels: the height of the image boxes; larger images are scaled down to fit, smaller ones
+# are shown at their own size (Gradio does not enlarge them).
+IMAGE_HEIGHT = 320
 DIRECTION_LABELS = {"a2b": "A → B (g_ab)", "b2a": "B → A (g_ba)"}
 
 TranslateFn = Callable[[np.ndarray], np.ndarray]
