@@ -86,12 +86,30 @@ class _Options:
             name=name,
         )
 
+    def resize(self, x, name):
+        """Doubles height and width (`layers.Resize2x`, nearest or bilinear): the first half of
+        a resize-convolution (`config.RESIZE_UPSAMPLINGS`)."""
+        interpolation = self.upsampling[len("resize_") :]
+        return layers.Resize2x(interpolation, name=f"{name}_resize")(x)
+
     def up_conv(self, x, filters, name):
         """The ResNet's k3 s2 upsampling: PyTorch's padding=1, output_padding=1 (drops the first
-        row and column of the full result) or Keras' "same" (drops the last)."""
+        row and column of the full result), Keras' "same" (drops the last), or a x2 resize then
+        a reflect-padded k3 s1 conv like the blocks'."""
+        if self.upsampling in config.RESIZE_UPSAMPLINGS:
+            x = layers.ReflectionPadding2D(1, name=f"{name}_reflect")(self.resize(x, name))
+            return self.conv(x, filters, 3, name=name)
         if self.upsampling == "keras_same":
             return keras.layers.Conv2DTranspose(filters, 3, **self._keras_same(name))(x)
         return self.conv_transpose(x, filters, 3, output_padding=1, name=name)
+
+    def unet_up_conv(self, x, filters, name, use_bias=None):
+        """The UNet's upsampling: the official transposed conv k4 s2 p1, or a x2 resize then a
+        k3 s1 conv with zero padding 1 like the UNet's down convs pad."""
+        if self.upsampling in config.RESIZE_UPSAMPLINGS:
+            x = self.resize(x, name)
+            return self.conv(x, filters, 3, padding=1, use_bias=use_bias, name=name)
+        return self.conv_transpose(x, filters, 4, use_bias=use_bias, name=name)
 
     def norm_layer(self, x, name):
         return layers.normalization(
@@ -144,7 +162,8 @@ def _unet(
 
     Level 1 is the outermost block, level `num_downs` the innermost. Each level halves the size on
     the way down (LeakyReLU, conv k4 s2 p1, norm) and doubles it on the way up (ReLU, transposed
-    conv k4 s2 p1, norm), then concatenates `[skip, up]` along channels. The outermost level has
+    conv k4 s2 p1, or with a resize `upsampling` a x2 resize and a conv k3 s1 p1; norm), then
+    concatenates `[skip, up]` along channels. The outermost level has
     no activation or norm on the way down and ends in tanh; the innermost has no norm on the way
     down; with `dropout`, the levels between the 8*ngf-wide level 4 and the innermost drop 0.5.
     """
@@ -168,14 +187,14 @@ def _unet(
     for i in reversed(range(1, num_downs)):
         level = i + 1
         x = keras.layers.ReLU(name=f"up{level}_relu")(x)
-        x = o.conv_transpose(x, outer[i], 4, name=f"up{level}_conv")
+        x = o.unet_up_conv(x, outer[i], name=f"up{level}_conv")
         x = o.norm_layer(x, name=f"up{level}_norm")
         if dropout and 4 <= i < num_downs - 1:
             x = keras.layers.Dropout(0.5, name=f"up{level}_dropout")(x)
         x = keras.layers.Concatenate(name=f"up{level}_concat")([downs[i - 1], x])
 
     x = keras.layers.ReLU(name="up1_relu")(x)
-    x = o.conv_transpose(x, outer[0], 4, use_bias=True, name="up1_conv")
+    x = o.unet_up_conv(x, outer[0], use_bias=True, name="up1_conv")
     return keras.layers.Activation("tanh", dtype="float32", name="out_tanh")(x)
 
 
@@ -249,8 +268,10 @@ def build_generator(
       norm_epsilon: the norms' epsilon (PyTorch's 1e-5; Keras' GroupNormalization 1e-3).
       down_padding: ResNets: the stride-2 downsampling convs pad with `zeros` (official) or
         `reflect` (PyTorch `padding_mode="reflect"`), or Keras' `keras_same`.
-      upsampling: ResNets: `torch` (ConvTranspose2d k3 s2 p1 output_padding 1, official) or
-        `keras_same` (Conv2DTranspose k3 s2 "same", one pixel shifted).
+      upsampling: `torch` (the official transposed convs: ResNets k3 s2 p1 output_padding 1,
+        UNets k4 s2 p1); ResNets only: `keras_same` (Conv2DTranspose k3 s2 "same", one pixel
+        shifted); any generator: `resize_nearest` / `resize_bilinear` (resize-convolution: a x2
+        resize then a k3 s1 conv, reflect-padded in ResNets, zero-padded in UNets).
       conv_bias: `auto` (the official rule, `layers.use_bias`) or `output_only` (no bias but
         the output conv's).
 
@@ -276,7 +297,8 @@ def build_generator(
     ):
         if value not in choices:
             raise ValueError(f"{arg} must be one of {', '.join(choices)}. Received: {value!r}")
-        if value != choices[0] and not name.startswith("resnet"):
+        anywhere = value == choices[0] or value in config.RESIZE_UPSAMPLINGS
+        if not anywhere and not name.startswith("resnet"):
             raise ValueError(f"{arg}={value!r} is a ResNet variant; {name} takes {choices[0]}.")
 
     inputs = keras.Input(shape=tuple(input_shape), name="image")

@@ -402,6 +402,52 @@ def conv2d(
 
 
 @keras.saving.register_keras_serializable(package="cyclegan_tf")
+class Resize2x(keras.layers.Layer):
+    """Doubles height and width with `tf.image.resize`: the first half of a resize-convolution
+    (Odena et al. 2016). `nearest` repeats each pixel 2 x 2 (half-pixel centres), `bilinear`
+    interpolates between neighbours.
+
+    Keras' `UpSampling2D` does not serve: its bilinear path needs static sizes inside a graph
+    (inference pads images of any size under `tf.function`) and its nearest path (`ops.repeat`)
+    loses the static channel count, which TFLite's converter needs for the next conv. The ops
+    here are TFLite builtins (RESIZE_NEAREST_NEIGHBOR, RESIZE_BILINEAR) and ONNX Resize.
+
+    Args:
+      interpolation: `nearest` or `bilinear`.
+      **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Input shape: `(batch, height, width, channels)`; height and width may be None.
+    Output shape: `(batch, 2 * height, 2 * width, channels)`, in the input's dtype.
+    """
+
+    def __init__(self, interpolation: str = "nearest", **kwargs: Any):
+        super().__init__(**kwargs)
+        if interpolation not in ("nearest", "bilinear"):
+            raise ValueError(
+                f"interpolation must be nearest or bilinear. Received: {interpolation!r}"
+            )
+        self.interpolation = interpolation
+
+    def call(self, inputs):
+        size = tf.shape(inputs)[1:3] * 2
+        outputs = tf.image.resize(inputs, size, method=self.interpolation)
+        # Bilinear resizing returns float32 whatever it is given; keep the compute dtype.
+        return tf.cast(outputs, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        return (
+            batch,
+            None if height is None else 2 * height,
+            None if width is None else 2 * width,
+            channels,
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "interpolation": self.interpolation}
+
+
+@keras.saving.register_keras_serializable(package="cyclegan_tf")
 class Cropping2D(keras.layers.Cropping2D):
     """`keras.layers.Cropping2D` (channels last) whose gradient is a pad. The forward pass is
     Keras' strided slice (exports unchanged); TensorFlow's generic `StridedSliceGrad` took 37 ms

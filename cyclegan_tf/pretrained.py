@@ -42,7 +42,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cyclegan_tf import checkpoints, errors, generators, rundir, torch_pickle, version
+from cyclegan_tf import checkpoints, errors, generators, layers, rundir, torch_pickle, version
 from cyclegan_tf import config as config_lib
 
 # The directions and their checkpoint object names: a run directory's (`rundir`).
@@ -704,8 +704,15 @@ def assign(
 
     Raises:
       PretrainedError: a missing, unused or misshapen tensor (named), or a model that does not
-        have the layout's layers.
+        have the layout's layers (e.g. a resize-convolution generator: no file has its layout).
     """
+    resizes = [x.name for x in model.layers if isinstance(x, layers.Resize2x)]
+    if resizes:  # checked before any weight is set: a refused model is left as it was
+        raise PretrainedError(
+            f"model {model.name!r} upsamples by resize-convolution ({resizes[0]!r}), but "
+            f"{source} holds the transposed convolutions of {layout.describe()}: build the "
+            "model with upsampling='torch'."
+        )
     assigned: set[int] = set()
     used: set[str] = set()
     torch_layout = layout.family != "keras_io"

@@ -135,3 +135,15 @@ def test_dataset_folder_layout_is_checked_without_tensorflow(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (tmp_path / "trainB").mkdir()
     config.check_dataset_folder(str(tmp_path))  # the layout a dataset folder needs: no error
+
+
+def test_resize_upsampling_is_for_any_generator_and_keras_same_for_resnets():
+    for upsampling in config.RESIZE_UPSAMPLINGS:
+        for name in ("quick", "tiny"):  # unet_64, resnet_6blocks
+            c = config.preset(name, upsampling=upsampling)
+            assert config.Config.from_json(c.to_json()).model.upsampling == upsampling
+    assert {config.preset(name).model.upsampling for name in ("paper", "tutorial")} == {"torch"}
+    with pytest.raises(config.errors.ConfigError, match="generator=unet_64 takes the defaults"):
+        config.preset("quick", upsampling="keras_same")
+    with pytest.raises(config.errors.ConfigError, match="resize_nearest, resize_bilinear"):
+        config.preset("quick", upsampling="resize")

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from cyclegan_tf import config, generators
+from cyclegan_tf import config, generators, layers
 
 
 def _trainable_params(model):
@@ -142,6 +142,11 @@ def test_mixed_bfloat16_outputs_float32(mixed_bfloat16, name):
         ({"name": "resnet_6blocks", "norm": "group"}, "norm must be one of"),
         ({"name": "resnet_6blocks", "init_type": "he"}, "init_type must be one of"),
         ({"name": "resnet_6blocks", "init_gain": -1.0}, "init_gain must be > 0"),
+        (
+            {"name": "unet_64", "upsampling": "resize"},
+            "upsampling must be one of torch, keras_same, resize_nearest, resize_bilinear",
+        ),
+        ({"name": "unet_64", "upsampling": "keras_same"}, "'keras_same' is a ResNet variant"),
     ],
 )
 def test_invalid_arguments_raise(kwargs, message):
@@ -159,3 +164,33 @@ def test_norm_none_drops_the_biases_like_the_official_code():
     # would be followed by a norm loses its bias (64 + 128 + 256 + 9 * 2 * 256 + 128 + 64 values).
     model = generators.build_generator("resnet_9blocks", norm="none")
     assert model.count_params() == 11_378_179 - 5_248
+
+
+@pytest.mark.parametrize("upsampling", config.RESIZE_UPSAMPLINGS)
+@pytest.mark.parametrize("name, ups", [("unet_64", 6), ("resnet_6blocks", 2)])
+def test_resize_upsampling_replaces_every_transposed_conv(name, ups, upsampling):
+    """Resize-convolution: each transposed conv (UNet k4, ResNet k3) becomes a x2 resize and a
+    k3 s1 conv between the same widths, under the same layer name; sizes round-trip as before."""
+    official = generators.build_generator(name, ngf=4)
+    model = generators.build_generator(name, ngf=4, upsampling=upsampling)
+    assert not any(isinstance(x, keras.layers.Conv2DTranspose) for x in model.layers)
+    resizes = [x for x in model.layers if isinstance(x, layers.Resize2x)]
+    assert len(resizes) == ups
+    assert {x.interpolation for x in resizes} == {upsampling.removeprefix("resize_")}
+    for resize in resizes:
+        conv = resize.name.removesuffix("_resize")
+        k_in, k_out = official.get_layer(conv).kernel.shape[2:]  # transposed: [k, k, out, in]
+        assert tuple(model.get_layer(conv).kernel.shape) == (3, 3, k_out, k_in)
+    if name.startswith("resnet"):  # k3 either way: the same parameters
+        assert model.count_params() == official.count_params()
+    y = model(_images(1, 64, 128), training=False)
+    assert y.shape == (1, 64, 128, 3) and float(np.abs(np.asarray(y)).max()) <= 1.0
+
+
+@pytest.mark.parametrize("upsampling", config.RESIZE_UPSAMPLINGS)
+def test_resize_upsampling_in_mixed_bfloat16(mixed_bfloat16, upsampling):
+    model = generators.build_generator("unet_64", ngf=4, upsampling=upsampling)
+    assert model.get_layer("up1_conv_resize").compute_dtype == "bfloat16"
+    y = model(_images(1, 64, 64), training=True)
+    assert keras.backend.standardize_dtype(y.dtype) == "float32"
+    assert np.isfinite(np.asarray(y)).all()

@@ -4,6 +4,7 @@ import fixtures
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from cyclegan_tf import hardware, layers
 
@@ -484,3 +485,50 @@ def test_cropping_equals_keras_cropping_with_gradients(shape):
     inputs = keras.Input((None, None, 3))
     model = keras.Model(inputs, layers.Cropping2D(crop)(inputs))
     assert model(_random((1, 8, 11, 3))).shape == (1, 7, 8, 3)
+
+
+# Resize2x (resize-convolution's upsampling)
+
+
+def test_resize2x_nearest_repeats_each_pixel_and_bilinear_keeps_the_mean():
+    x = _random((2, 3, 5, 4))
+    nearest = np.asarray(layers.Resize2x("nearest")(x))
+    np.testing.assert_array_equal(nearest, np.repeat(np.repeat(x, 2, axis=1), 2, axis=2))
+    bilinear = np.asarray(layers.Resize2x("bilinear")(x))
+    assert bilinear.shape == (2, 6, 10, 4)
+    # Half-pixel centres: each output pixel is 3/4 its source pixel plus 1/4 a neighbour.
+    np.testing.assert_allclose(
+        bilinear[:, 1, 1],
+        0.5625 * x[:, 0, 0] + 0.1875 * (x[:, 0, 1] + x[:, 1, 0]) + 0.0625 * x[:, 1, 1],
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
+def test_resize2x_takes_any_size_in_a_graph_and_keeps_the_channels(interpolation):
+    """Inference traces generators with unknown height and width (Keras' UpSampling2D cannot:
+    bilinear fails on dynamic sizes, nearest loses the channel count TFLite needs)."""
+    layer = layers.Resize2x(interpolation)
+    traced = tf.function(layer, autograph=False).get_concrete_function(
+        tf.TensorSpec([None, None, None, 3])
+    )
+    assert traced.structured_outputs.shape.as_list() == [None, None, None, 3]
+    assert traced(tf.constant(_random((1, 5, 7, 3)))).shape == (1, 10, 14, 3)
+    again = layers.Resize2x.from_config(layer.get_config())
+    assert again.interpolation == interpolation
+    with pytest.raises(ValueError, match="interpolation must be nearest or bilinear"):
+        layers.Resize2x("bicubic")
+
+
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
+def test_resize2x_keeps_bfloat16(mixed_bfloat16, interpolation):
+    layer = layers.Resize2x(interpolation)
+    x = tf.constant(_random((1, 4, 4, 2)))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(tf.cast(y, tf.float32))
+    assert y.dtype == tf.bfloat16
+    # Each input value reaches output values of total weight 4 (a resize by 2 x 2).
+    np.testing.assert_allclose(tape.gradient(loss, x).numpy().sum(), 4 * 32, rtol=1e-2)

@@ -211,6 +211,25 @@ def test_misshapen_tensor_is_named():
         pretrained.to_keras(state_dict, layout)
 
 
+def test_a_resize_upsampling_model_refuses_official_weights():
+    """Files hold transposed convolutions: assigning one to a resize-convolution generator fails
+    in one line before any weight is set. `train --init_from=<file>` adopts the file's
+    upsampling (a variant field, `source_architecture`); without that, the field is named."""
+    state_dict = pretrained.load_state_dict(_path("unet128_legacy"))
+    model = generators.build_generator("unet_128", ngf=1, upsampling="resize_nearest")
+    before = [w.numpy() for w in model.weights]
+    with pytest.raises(pretrained.PretrainedError, match="upsamples by resize-convolution") as e:
+        pretrained.assign(model, state_dict, pretrained.infer_layout(state_dict))
+    assert "\n" not in str(e.value) and "upsampling='torch'" in str(e.value)
+    assert all(np.array_equal(w.numpy(), b) for w, b in zip(model.weights, before))
+    weights = _path("resnet6_legacy")
+    cfg = config.preset("tiny", ngf=4, upsampling="resize_bilinear", precision="float32")
+    assert pretrained.source_architecture(cfg, weights).model.upsampling == "torch"
+    g_ab = trainer.CycleGAN(cfg, steps_per_epoch=8).g_ab
+    with pytest.raises(pretrained.PretrainedError, match=r"upsampling='torch'.*'resize_bilinear'"):
+        pretrained.init_generators({"a2b": g_ab}, weights, cfg.model)
+
+
 # -- import_torch ------------------------------------------------------------------------------
 
 

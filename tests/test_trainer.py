@@ -50,6 +50,30 @@ def test_affine_instance_norm_trains_its_scale_and_offset(precision):
     assert all(0 < m <= 2.1e-4 for m in moved), moved
 
 
+@pytest.mark.parametrize(
+    "generator, size, upsampling, precision",
+    [
+        ("resnet_6blocks", 32, "resize_nearest", "float32"),
+        ("unet_64", 64, "resize_bilinear", "mixed_bfloat16"),
+    ],
+)
+def test_resize_upsampling_generators_train(generator, size, upsampling, precision):
+    model = _model(
+        generator=generator,
+        crop_size=size,
+        load_size=size,
+        upsampling=upsampling,
+        precision=precision,
+    )
+    kernels = [v for v in model.generator_variables if v.path.endswith("up1_conv/kernel")]
+    assert len(kernels) == 2 and all(k.shape[:2] == (3, 3) for k in kernels)
+    before = [v.numpy().copy() for v in model.generator_variables]
+    out = model.train_step(_images(1, size=size), _images(2, size=size))
+    assert all(np.isfinite(float(v)) for v in out.values())
+    after = model.generator_variables
+    assert all(not np.array_equal(b, a.numpy()) for b, a in zip(before, after) if b.ndim == 4)
+
+
 def test_identity_weight_zero_drops_the_identity_terms():
     out = _model(lambda_identity=0.0).train_step(_images(1), _images(2))
     assert "g/idt_a" not in out and "g/idt_b" not in out
