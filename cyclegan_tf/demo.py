@@ -91,7 +91,9 @@ def build_app(translators: dict[str, TranslateFn], info: str, *, title: str = "c
 
     Args:
       translators: direction ("a2b"/"b2a") -> uint8 [N, H, W, 3] -> uint8 [N, H, W, 3] (same-size
-        batches), in the order the direction choice lists them (the first is preselected).
+        batches), in the order the direction choice lists them (the first is preselected). A
+        function with a `precision` attribute (a `sources.Translator`) gets video frames in
+        `video.batch_frames(precision)` per call, as `translate` gives them.
       info: Markdown shown under the title: which model, checkpoint/step and precision.
       title: the page title.
 
@@ -131,8 +133,18 @@ def build_app(translators: dict[str, TranslateFn], info: str, *, title: str = "c
             with lock:
                 return fn(frames)
 
+        # Frames per call as `translate` takes them for this precision (one in bfloat16): the
+        # same frames/s, and the same file as `translate` writes (batching moves a bfloat16
+        # result by a level here and there, and the encoder turns that into other decisions).
+        frames_per_call = video.batch_frames(getattr(fn, "precision", None) or "")
         try:
-            video.translate_video(path, target, locked, max_frames=MAX_VIDEO_FRAMES)
+            video.translate_video(
+                path,
+                target,
+                locked,
+                batch_frames=frames_per_call,
+                max_frames=MAX_VIDEO_FRAMES,
+            )
         except (video.VideoError, errors.UserError) as e:
             raise gr.Error(f"Could not translate {os.path.basename(path)}: {e}") from e
         return target

@@ -11,8 +11,8 @@ imported either: a video is translated by any function `uint8 [N, H, W, 3] -> ui
   range, translated in batches (`batch_frames`) at the video's size, and encoded; the whole video
   is never in memory (a batch, the codecs' own look-ahead and audio packets waiting for the video
   they belong beside). The output keeps the input's container (by extension), frame count, frame
-  timestamps (so the frame rate), size and colour tags; every audio stream is copied packet for
-  packet (not re-encoded); other streams (subtitles, data) are dropped.
+  timestamps (so the frame rate), size, pixel aspect ratio and colour tags; every audio stream is
+  copied packet for packet (not re-encoded); other streams (subtitles, data) are dropped.
 - Codec: the input's, where this PyAV build encodes it and the container takes it (H.264 ->
   libx264, VP9, VP8, MPEG-4 part 2, FFV1, GIF), else the container's usual one (mp4/mov/mkv:
   H.264, else MPEG-4 part 2; webm: VP9, else VP8). Pixel format: the input's where the encoder
@@ -340,6 +340,10 @@ class _Writer:
             stream.codec_context.color_range = self.color_range
             stream.codec_context.color_primaries = first_frame.color_primaries
             stream.codec_context.color_trc = first_frame.color_trc
+            # The pixels' shape: an anamorphic video (720x480 shown at 4:3 has 8:9 pixels) is
+            # shown at its own width again. GIF has no such field.
+            if video_in.sample_aspect_ratio:
+                stream.codec_context.sample_aspect_ratio = video_in.sample_aspect_ratio
         self.stream = stream
         self.audio = {s: sink.add_stream_from_template(s) for s in audio_in}
 

@@ -13,7 +13,7 @@ import PIL.Image
 import pytest
 import tensorflow as tf
 
-from cyclegan_tf import demo, sources
+from cyclegan_tf import demo, sources, video
 
 pytest.importorskip("gradio", reason='needs Gradio: pip install "cyclegan-tf[demo]"')
 gradio_client = pytest.importorskip("gradio_client", reason="needs gradio_client")
@@ -117,3 +117,27 @@ def test_without_gradio_the_demo_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "gradio", None)  # `import gradio` raises ImportError
     with pytest.raises(demo.MissingDemoExtraError, match=r'pip install "cyclegan-tf\[demo\]"'):
         demo.require()
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "float32"])
+def test_a_video_is_batched_as_translate_batches_it(tmp_path, precision):
+    # The page's video handler gives a model the frames per call `translate` gives it for its
+    # precision, so the page writes the same file as `translate` does.
+    pytest.importorskip("av", reason='needs PyAV: pip install "cyclegan-tf[video]"')
+
+    class Recording:
+        def __init__(self):
+            self.precision, self.calls = precision, []
+
+        def __call__(self, frames):
+            self.calls.append(len(frames))
+            return 255 - frames
+
+    source = str(tmp_path / "clip.mp4")
+    fixtures.make_video(source, 32, 32, frames=6)
+    model = Recording()
+    app = demo.build_app({"a2b": model}, "info")
+    (handler,) = [f.fn for f in app.fns.values() if f.api_name == demo.VIDEO_API_NAME]
+    handler(source, "a2b")
+    per_call = video.batch_frames(precision)
+    assert model.calls == [min(per_call, 6 - i) for i in range(0, 6, per_call)]

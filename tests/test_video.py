@@ -1,6 +1,7 @@
 """Tests for cyclegan_tf.video and videos in `translate`: small videos with audio made by PyAV here
 (the stand-in for a video made elsewhere), translated by a tiny float32 run and its exports."""
 
+import fractions
 import os
 import sys
 
@@ -204,3 +205,27 @@ def test_without_pyav_videos_are_one_line_and_images_still_work(
         sources.load(setup["run_dir"]).translate_files(
             os.path.join(setup["inputs"], "clip.mp4"), str(out)
         )
+
+
+@pytest.mark.parametrize("name", ["wide.mp4", "wide.mkv"])
+def test_the_pixel_aspect_ratio_is_kept(tmp_path, name):
+    # An anamorphic video: 24x16 pixels of shape 8:9, shown at 4:3. Without the ratio in the
+    # output a player shows it 3:2.
+    source, target = tmp_path / name, tmp_path / f"out_{name}"
+    with av.open(str(source), "w") as out:
+        stream = out.add_stream("libx264", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 24, 16, "yuv420p"
+        stream.codec_context.sample_aspect_ratio = fractions.Fraction(8, 9)
+        for i, image in enumerate(fixtures.random_image(16, 24, seed=s) for s in range(3)):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    video.translate_video(str(source), str(target), lambda frames: 255 - frames)
+    for path in (source, target):
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            assert stream.sample_aspect_ratio == fractions.Fraction(8, 9), path
+            assert stream.display_aspect_ratio == fractions.Fraction(4, 3), path
