@@ -3,6 +3,7 @@
     /work/venv/bin/python bench/run.py            # full: 128 and 256 px, ~15-20 minutes
     /work/venv/bin/python bench/run.py --quick    # 128 px only, one repeat, ~4 minutes
     /work/venv/bin/python bench/run.py --startup  # start-up vs dataset size only, ~2 minutes
+    /work/venv/bin/python bench/run.py --process  # a 1-step train process vs PyTorch's, ~3 min
 
 Prints a table and writes it into bench/RESULTS.md, in the block of this machine's kind (between
 `<!-- bench:begin KIND -->` and `<!-- bench:end KIND -->`, KIND from the CPU's vector features:
@@ -38,6 +39,13 @@ startup`): folders of 1k, 10k and 100k 8x8 PNGs (generated once into /tmp and re
 opened twice against one run directory, as `train()` opens it (first start: no file_checks.json,
 every file decoded; second start: the record reused), timed from `data.load` to the first batch.
 It writes its own block (`startup-KIND`) in RESULTS.md's "Start-up vs dataset size" section.
+
+`--process` times whole processes, spawn to exit: `cyclegan-tf train --max_steps=1` at 128 px
+(the paper preset, `auto` precision, a folder of 16 JPEGs per domain, a new run directory each
+time), split into phases by the time its output lines arrive (opened: imports, data, model,
+run directory; the first step: trace, instantiation, the step; the epoch grid; the last
+checkpoint; exit), interleaved with the PyTorch yardstick's process (spawn, one step, exit) and
+with each framework's bare import. Its block is `process-KIND`.
 """
 
 from __future__ import annotations
@@ -506,6 +514,143 @@ def render_startup(runs: list[dict], args, started: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------------------------------------
+# A whole 1-step training process against PyTorch's (--process)
+
+# What our process prints, in order, and the phase each line ends.
+_PROCESS_MARKS = (
+    ("Starting at step", "open"),  # imports, data, model build, run directory
+    ("First step finished", "first step"),  # trace, instantiation, the step
+    ("Wrote ", "grid"),  # the epoch grid (both cycles, inference)
+    ("metric ", "score"),  # the built-in dataset's score (only with --dataset=builtin)
+    ("Done at step", "checkpoint"),  # the last checkpoint written
+)
+
+
+def run_lines(cmd: list[str]) -> dict:
+    """`run`, plus the second (from spawn) at which each line of the output arrived."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    busy0 = worker.cpu_busy_seconds()
+    t0 = time.time()
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        cwd=os.path.dirname(HERE),
+    )  # fmt: skip
+    lines = [(time.time() - t0, line.rstrip("\n")) for line in proc.stdout]
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.time() - t0
+    own = usage.ru_utime + usage.ru_stime
+    return {
+        "ok": os.waitstatus_to_exitcode(status) == 0,
+        "lines": lines,
+        "text": "\n".join(text for _, text in lines),
+        "wall_s": wall,
+        "rss_mb": usage.ru_maxrss / 1024,
+        "foreign_cores": max(0.0, (worker.cpu_busy_seconds() - busy0 - own) / wall),
+    }
+
+
+def process_phases(lines: list[tuple[float, str]], wall: float) -> dict[str, float]:
+    """Seconds from spawn at which each phase of `_PROCESS_MARKS` ended, and the exit."""
+    ends = {}
+    for seconds, text in lines:
+        for start, phase in _PROCESS_MARKS:
+            if phase not in ends and text.lstrip().startswith(start):
+                ends[phase] = seconds
+    ends["exit"] = wall
+    return ends
+
+
+def measure_process(args) -> dict:
+    """`cyclegan-tf train --max_steps=1` at `--process-size` px on a folder of JPEGs, spawn to
+    exit, interleaved with the PyTorch yardstick's process (spawn, its first step, exit: its wall
+    time minus the one further step it times) and with the bare imports of both frameworks."""
+    size = args.process_size
+    folder = os.path.join(tempfile.gettempdir(), "cyclegan_bench_process_jpeg")
+    tf_worker("jpegs", "--folder", folder, "--images", "16", "--size", str(size))
+    runs: dict[str, list[dict]] = {"ours": [], "torch": [], "import tf": [], "import torch": []}
+    work = tempfile.mkdtemp(prefix="bench_process_")
+    py = sys.executable
+    try:
+        for repeat in range(args.repeats):
+            out = os.path.join(work, f"run_{repeat}")
+            wait_quiet(args.quiet_wait)
+            ours = run_lines([
+                py, "-m", "cyclegan_tf.cli", "train", f"--dataset={folder}", f"--output_dir={out}",
+                f"--load_size={size}", f"--crop_size={size}", "--max_steps=1",
+            ])  # fmt: skip
+            if not ours["ok"]:
+                raise RuntimeError(f"train failed:\n{ours['text'][-2000:]}")
+            ours["phases"] = process_phases(ours["lines"], ours["wall_s"])
+            del ours["lines"], ours["text"]
+            runs["ours"].append(ours)
+            if torch_available() and not args.no_torch:
+                wait_quiet(args.quiet_wait)
+                t = torch_step(size, 1)
+                runs["torch"].append({**t, "process_s": t["wall_s"] - t["step_s"]})
+                wait_quiet(args.quiet_wait)
+                runs["import torch"].append(run([py, "-c", "import torch"]))
+            wait_quiet(args.quiet_wait)
+            runs["import tf"].append(run([py, "-c", "import tensorflow, keras"]))
+            phases = ours["phases"]
+            log(
+                f"repeat {repeat + 1}: ours {ours['wall_s']:.1f} s ("
+                + ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
+                + f"; load {ours['foreign_cores']:.2f})"
+                + (f", PyTorch {runs['torch'][-1]['process_s']:.1f} s" if runs["torch"] else "")
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return runs
+
+
+def render_process(runs: dict, args, started: str) -> str:
+    import tensorflow as tf
+
+    cpu = hardware.cpu_info()
+    ours = runs["ours"]
+    walls = [r["wall_s"] for r in ours]
+    lines = [
+        f"Run {started} UTC, command: `{' '.join(args.argv)}`",
+        f"{cpu.describe()}, {os.cpu_count()} cores; TensorFlow {tf.__version__}, Python "
+        f"{platform.python_version()}; `auto` -> {hardware.auto_precision(gpu_list=()).precision}"
+        f". Medians of {len(ours)} interleaved repeats (min-max).",
+        "",
+        "| process | spawn to exit s | of which |",
+        "|---|---|---|",
+    ]
+    phases = [p for _, p in _PROCESS_MARKS] + ["exit"]
+    ends = {p: median([r["phases"].get(p) for r in ours]) for p in phases}
+    parts, last = [], 0.0
+    for p in phases:
+        if ends[p] is not None:
+            parts.append(f"{p} {ends[p] - last:.1f}")
+            last = ends[p]
+    lines.append(
+        f"| `cyclegan-tf train --max_steps=1` at {args.process_size} px | {median(walls):.1f} "
+        f"({min(walls):.1f}-{max(walls):.1f}) | {', '.join(parts)} |"
+    )
+    if runs["torch"]:
+        t = [r["process_s"] for r in runs["torch"]]
+        first = median([r["first_call_s"] for r in runs["torch"]])
+        lines.append(
+            f"| PyTorch yardstick, 1 step at {args.process_size} px | {median(t):.1f} "
+            f"({min(t):.1f}-{max(t):.1f}) | the step {first:.1f} |"
+        )
+    for name, code in (("import tf", "import tensorflow, keras"), ("import torch", "import torch")):
+        if runs[name]:
+            w = [r["wall_s"] for r in runs[name]]
+            lines.append(
+                f'| `python -c "{code}"` | {median(w):.1f} ({min(w):.1f}-{max(w):.1f}) | |'
+            )
+    if runs["torch"]:
+        ratio = median(walls) / median([r["process_s"] for r in runs["torch"]])
+        lines += ["", f"Ours / PyTorch, spawn to exit: {ratio:.2f}x."]
+    loads = [r["foreign_cores"] for r in ours]
+    lines.append(f"Other processes' load during our runs: {max(loads):.2f} cores at most.")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="128 px, one repeat, fewer steps")
@@ -534,6 +679,10 @@ def main(argv=None) -> None:
         "--startup", action="store_true", help="only start-up vs dataset size (worker startup)"
     )
     parser.add_argument("--startup-sizes", default="1000,10000,100000", help="images per folder")
+    parser.add_argument(
+        "--process", action="store_true", help="only a 1-step train process vs PyTorch's"
+    )
+    parser.add_argument("--process-size", type=int, default=128)
     args = parser.parse_args(argv)
     args.argv = ["bench/run.py", *(sys.argv[1:] if argv is None else argv)]
     if args.startup:
@@ -548,6 +697,19 @@ def main(argv=None) -> None:
         if not args.no_write:
             kind = machine_kind(hardware.cpu_info())
             write_results(block, f"startup-{kind}", f"Start-up vs dataset size (`{kind}`)")
+            log(f"wrote {os.path.relpath(RESULTS)}")
+        return
+    if args.process:
+        started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+        runs = measure_process(args)
+        block = render_process(runs, args, started)
+        print("\n" + block)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(runs, f, indent=1, default=str)
+        if not args.no_write:
+            kind = machine_kind(hardware.cpu_info())
+            write_results(block, f"process-{kind}", f"A 1-step training process (`{kind}`)")
             log(f"wrote {os.path.relpath(RESULTS)}")
         return
     if args.quick:

@@ -369,6 +369,11 @@ def _jpeg_folder(root: str, count: int, size: int = 256) -> str:
     return root
 
 
+def cmd_jpegs(args) -> None:
+    """Only writes the `_jpeg_folder` (for `run.py --process`, before any clock starts)."""
+    _emit({"folder": _jpeg_folder(args.folder, args.images, args.size)})
+
+
 def cmd_pipeline(args) -> None:
     import tensorflow as tf
 
@@ -625,6 +630,7 @@ def main(argv=None) -> None:
         warmup=10,
         batches=200,
     )
+    add("jpegs", cmd_jpegs, folder="/tmp/cyclegan_bench_jpeg", images=64, size=256)
     add("startup", cmd_startup, images=1000, folder="/tmp/cyclegan_bench_startup", run_dir="")
     add("savedmodel", cmd_savedmodel, size=256, reps=7, precision="float32")
     add("formats", cmd_formats, size=256, reps=7, preset="paper")
