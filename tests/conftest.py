@@ -52,20 +52,6 @@ def mixed_bfloat16():
         yield
 
 
-def pytest_configure(config):
-    """Each xdist worker (and the CLI processes it starts, which inherit its environment) sizes
-    TensorFlow's intra-op thread pool (the threads that compute inside a kernel) to its share of
-    the cores, before any test imports TensorFlow. Left to itself every TensorFlow process takes
-    one per core: two workers on two cores then run four busy threads that preempt each other
-    inside every kernel (oversubscription). The inter-op pool (which kernels run concurrently;
-    collectives wait in it) keeps TensorFlow's default. A count set by the user is kept."""
-    workerinput = getattr(config, "workerinput", None)
-    if workerinput is None:  # one process (-n 0): TensorFlow's own default, all cores
-        return
-    threads = str(max(1, len(os.sched_getaffinity(0)) // int(workerinput["workercount"])))
-    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", threads)
-
-
 def pytest_collection_modifyitems(config, items):
     """Starts the longest tests first, spread over the xdist workers.
 
