@@ -119,9 +119,13 @@ def wait_quiet(limit: float, threshold: float = 0.25) -> float:
 # Running one measurement
 
 
+def _child_env(extra: dict | None = None) -> dict:
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", **(extra or {}))
+
+
 def run(cmd: list[str], env_extra: dict | None = None, timeout: float = 900) -> dict:
     """Runs `cmd` as a child process; returns its output, wall time, peak RSS and foreign load."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", **(env_extra or {}))
+    env = _child_env(env_extra)
     with tempfile.TemporaryFile("w+") as out:
         busy0 = worker.cpu_busy_seconds()
         t0 = time.time()
@@ -142,18 +146,22 @@ def run(cmd: list[str], env_extra: dict | None = None, timeout: float = 900) -> 
                 pid, status, usage = os.wait4(proc.pid, 0)
                 break
             time.sleep(0.05)
-        wall = time.time() - t0
-        busy = worker.cpu_busy_seconds() - busy0
+        done = _ended(status, usage, t0, busy0)
         out.seek(0)
-        text = out.read()
+        return {**done, "text": out.read()}
+
+
+def _ended(status: int, usage, t0: float, busy0: float) -> dict:
+    """What `run` and `run_lines` report of a child that has just ended (`os.wait4`'s status
+    and rusage; the spawn time and `worker.cpu_busy_seconds()` then)."""
+    wall = time.time() - t0
     own = usage.ru_utime + usage.ru_stime
     return {
         "ok": os.waitstatus_to_exitcode(status) == 0,
-        "text": text,
         "wall_s": wall,
         "cpu_s": own,
         "rss_mb": usage.ru_maxrss / 1024,
-        "foreign_cores": max(0.0, (busy - own) / wall),
+        "foreign_cores": max(0.0, (worker.cpu_busy_seconds() - busy0 - own) / wall),
     }
 
 
@@ -529,7 +537,7 @@ _PROCESS_MARKS = (
 
 def run_lines(cmd: list[str]) -> dict:
     """`run`, plus the second (from spawn) at which each line of the output arrived."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    env = _child_env()
     busy0 = worker.cpu_busy_seconds()
     t0 = time.time()
     proc = subprocess.Popen(
@@ -538,16 +546,8 @@ def run_lines(cmd: list[str]) -> dict:
     )  # fmt: skip
     lines = [(time.time() - t0, line.rstrip("\n")) for line in proc.stdout]
     _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.time() - t0
-    own = usage.ru_utime + usage.ru_stime
-    return {
-        "ok": os.waitstatus_to_exitcode(status) == 0,
-        "lines": lines,
-        "text": "\n".join(text for _, text in lines),
-        "wall_s": wall,
-        "rss_mb": usage.ru_maxrss / 1024,
-        "foreign_cores": max(0.0, (worker.cpu_busy_seconds() - busy0 - own) / wall),
-    }
+    done = _ended(status, usage, t0, busy0)
+    return {**done, "lines": lines, "text": "\n".join(text for _, text in lines)}
 
 
 def process_phases(lines: list[tuple[float, str]], wall: float) -> dict[str, float]:
@@ -571,6 +571,7 @@ def measure_process(args) -> dict:
     runs: dict[str, list[dict]] = {"ours": [], "torch": [], "import tf": [], "import torch": []}
     work = tempfile.mkdtemp(prefix="bench_process_")
     py = sys.executable
+    torch_ok = torch_available() and not args.no_torch
     try:
         for repeat in range(args.repeats):
             out = os.path.join(work, f"run_{repeat}")
@@ -584,7 +585,7 @@ def measure_process(args) -> dict:
             ours["phases"] = process_phases(ours["lines"], ours["wall_s"])
             del ours["lines"], ours["text"]
             runs["ours"].append(ours)
-            if torch_available() and not args.no_torch:
+            if torch_ok:
                 wait_quiet(args.quiet_wait)
                 t = torch_step(size, 1)
                 runs["torch"].append({**t, "process_s": t["wall_s"] - t["step_s"]})
@@ -651,6 +652,19 @@ def render_process(runs: dict, args, started: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _report(args, runs, block: str, name: str, title: str) -> None:
+    """A single-purpose mode's ending: prints its block, saves the raw runs (--json) and writes
+    the block `<name>-KIND` of RESULTS.md under "<title> (`KIND`)" (unless --no-write)."""
+    print("\n" + block)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(runs, f, indent=1, default=str)
+    if not args.no_write:
+        kind = machine_kind(hardware.cpu_info())
+        write_results(block, f"{name}-{kind}", f"{title} (`{kind}`)")
+        log(f"wrote {os.path.relpath(RESULTS)}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="128 px, one repeat, fewer steps")
@@ -689,28 +703,16 @@ def main(argv=None) -> None:
         args.startup_sizes = [int(n) for n in args.startup_sizes.split(",")]
         started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
         runs = measure_startup(args)
-        block = render_startup(runs, args, started)
-        print("\n" + block)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(runs, f, indent=1, default=str)
-        if not args.no_write:
-            kind = machine_kind(hardware.cpu_info())
-            write_results(block, f"startup-{kind}", f"Start-up vs dataset size (`{kind}`)")
-            log(f"wrote {os.path.relpath(RESULTS)}")
+        _report(
+            args, runs, render_startup(runs, args, started), "startup", "Start-up vs dataset size"
+        )
         return
     if args.process:
         started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
         runs = measure_process(args)
-        block = render_process(runs, args, started)
-        print("\n" + block)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(runs, f, indent=1, default=str)
-        if not args.no_write:
-            kind = machine_kind(hardware.cpu_info())
-            write_results(block, f"process-{kind}", f"A 1-step training process (`{kind}`)")
-            log(f"wrote {os.path.relpath(RESULTS)}")
+        _report(
+            args, runs, render_process(runs, args, started), "process", "A 1-step training process"
+        )
         return
     if args.quick:
         args.sizes, args.repeats, args.steps, args.extra_repeats = "128", 1, 3, 1
