@@ -1037,6 +1037,16 @@ def source_architecture(
             }
     except (errors.UserError, OSError, StopIteration):
         return config
+    wanted, held = config.model.upsampling, found.get("upsampling", config.model.upsampling)
+    if wanted in config_lib.RESIZE_UPSAMPLINGS and held != wanted:
+        # No preset chooses resize-convolution, so the config's is the user's own choice: the
+        # weights cannot follow it (other kernels), and quietly dropping it would train another
+        # model than the one asked for.
+        raise PretrainedError(
+            f"--init_from={path} holds generators with upsampling={held!r}, which cannot start "
+            f"the upsampling={wanted!r} generator the new run's config asks for: remove that "
+            "setting to start from these weights, or train without --init_from."
+        )
     return config.replace(**{f"model.{key}": value for key, value in found.items()})
 
 

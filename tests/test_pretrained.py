@@ -214,7 +214,9 @@ def test_misshapen_tensor_is_named():
 def test_a_resize_upsampling_model_refuses_official_weights():
     """Files hold transposed convolutions: assigning one to a resize-convolution generator fails
     in one line before any weight is set. `train --init_from=<file>` adopts the file's
-    upsampling (a variant field, `source_architecture`); without that, the field is named."""
+    upsampling (a variant field, `source_architecture`) unless the config asks for resize-
+    convolution (never a preset's: the user's own choice), which it refuses in one line; the
+    generators' own check names the field too."""
     state_dict = pretrained.load_state_dict(_path("unet128_legacy"))
     model = generators.build_generator("unet_128", ngf=1, upsampling="resize_nearest")
     before = [w.numpy() for w in model.weights]
@@ -224,7 +226,12 @@ def test_a_resize_upsampling_model_refuses_official_weights():
     assert all(np.array_equal(w.numpy(), b) for w, b in zip(model.weights, before))
     weights = _path("resnet6_legacy")
     cfg = config.preset("tiny", ngf=4, upsampling="resize_bilinear", precision="float32")
-    assert pretrained.source_architecture(cfg, weights).model.upsampling == "torch"
+    with pytest.raises(pretrained.PretrainedError) as e:
+        pretrained.source_architecture(cfg, weights)
+    assert "\n" not in str(e.value) and "upsampling='torch', which cannot start" in str(e.value)
+    assert "upsampling='resize_bilinear'" in str(e.value)
+    default = config.preset("tiny", ngf=4, precision="float32")
+    assert pretrained.source_architecture(default, weights).model.upsampling == "torch"
     g_ab = trainer.CycleGAN(cfg, steps_per_epoch=8).g_ab
     with pytest.raises(pretrained.PretrainedError, match=r"upsampling='torch'.*'resize_bilinear'"):
         pretrained.init_generators({"a2b": g_ab}, weights, cfg.model)
