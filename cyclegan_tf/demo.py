@@ -37,6 +37,16 @@ MAX_VIDEO_FRAMES = 900
 # CSS pixels: the height of the image boxes; larger images are scaled down to fit, smaller ones
 # are shown at their own size (Gradio does not enlarge them).
 IMAGE_HEIGHT = 320
+# The input box keeps a 40 px bar of upload buttons below its image that the output box has not,
+# so Gradio drew the output larger and ~20 px lower. Both pictures at the top of their boxes,
+# below the labels, with the output's box as short as the input's, are drawn at the same place
+# and size (tests/test_demo.py measures it). Gradio 6 takes CSS at launch (`serve` passes it;
+# `build_app(...).launch(css=CSS)` yourself).
+CSS = (
+    "#image_in img, #image_out img "
+    "{ object-position: 50% 0; padding-top: 36px; box-sizing: border-box; } "
+    "#image_out img { padding-bottom: 40px; }"
+)
 DIRECTION_LABELS = {"a2b": "A → B (g_ab)", "b2a": "B → A (g_ba)"}
 
 TranslateFn = Callable[[np.ndarray], np.ndarray]
@@ -100,7 +110,7 @@ def build_app(translators: dict[str, TranslateFn], info: str, *, title: str = "c
       title: the page title.
 
     Returns:
-      A `gradio.Blocks`, not launched (`serve`, or `.launch()` yourself).
+      A `gradio.Blocks`, not launched (`serve`, or `.launch(css=CSS)` yourself).
     """
     gr = require()
     if not translators:
@@ -266,6 +276,7 @@ def serve(
         show_error=True,
         quiet=True,
         footer_links=["api"],
+        css=CSS,
     )
     return app
 

@@ -80,6 +80,18 @@ def test_the_api_translates_a_video(served, tmp_path):
         assert len(container.streams.audio) == 1
 
 
+DRAWN = """img => {
+    const r = img.getBoundingClientRect(), s = getComputedStyle(img);
+    const top = r.top + parseFloat(s.paddingTop);
+    const h = r.height - parseFloat(s.paddingTop) - parseFloat(s.paddingBottom);
+    const scale = Math.min(1, r.width / img.naturalWidth, h / img.naturalHeight);
+    const [w, ht] = [img.naturalWidth * scale, img.naturalHeight * scale];
+    const y = s.objectPosition.split(" ")[1];  // "50%" or "0px"
+    const offset = y.endsWith("%") ? (h - ht) * parseFloat(y) / 100 : parseFloat(y);
+    return [top + offset, w, ht];
+}"""
+
+
 def test_the_page_in_a_browser_shows_the_translation(served, tmp_path):
     if CHROMIUM is None:
         pytest.skip("needs Debian's chromium (apt-get install -y chromium)")
@@ -99,6 +111,10 @@ def test_the_page_in_a_browser_shows_the_translation(served, tmp_path):
             page.click("#translate_image")
             shown = page.wait_for_selector("#image_out img", timeout=60_000)
             data = page.request.get(shown.get_attribute("src")).body()
+            # Input and translation are drawn at the same place and size (demo.CSS): the
+            # picture inside each <img> box (object-fit scale-down, placed by object-position).
+            drawn = [page.eval_on_selector(f"#image_{which} img", DRAWN) for which in ("in", "out")]
+            assert drawn[0] == pytest.approx(drawn[1], abs=1), drawn
             page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
         finally:
             browser.close()
