@@ -15,12 +15,13 @@ zero, divided by 1 - a^n, so the first checkpoint does not keep a^n of the total
 At each `--at` step the average is loaded into a generator built from the run's config, in the
 run's precision, and G_AB is scored on the built-in paired test split with
 `synthetic.score_translation` (what `score.json` and bench/quick_curve.py use); the raw
-checkpoint at that step is scored beside it. Each row also has `roughness` (mean absolute
-4-neighbour Laplacian of the G_AB outputs on the test split, printed once for the true B images):
-not a score.json key, a crude measure of the speckle the grids show. At the last `--at` step a
-grid like the run's images/epoch_*.png (same two test images per domain, `visualize.save_grid`)
-is written for each variant and for the raw checkpoint to `<run>/ema/`. Rows go to stdout and
-`<run>/ema/ema.jsonl`.
+checkpoint at that step is scored beside it. Each row also has two columns that are not
+score.json keys: `roughness`, the mean absolute 4-neighbour Laplacian / 4 of the G_AB outputs on
+the test split (printed once for the true B images; a crude measure of the speckle the grids
+show), and `contrast_ratio`, the band contrast inside the shapes over the truth's (stripe_error is
+its distance from 1; this keeps the sign). At the last `--at` step a grid like the run's
+images/epoch_*.png (same two test images per domain, `visualize.save_grid`) is written for each
+variant and for the raw checkpoint to `<run>/ema/`. Rows go to stdout and `<run>/ema/ema.jsonl`.
 Instance norm has no running statistics, so averaging the weights is the whole of it.
 """
 
@@ -102,6 +103,16 @@ def main(argv=None) -> int:
         lap -= x[:, 1:-1, 2:]
         return float(np.mean(np.abs(lap)) / 4)
 
+    def contrast_ratio(images):
+        """c(images) / c(truth) of score's stripe_error (which is |ratio - 1|): below 1 the bands
+        (plus any speckle) are weaker than the truth's, above 1 stronger."""
+        t, y = synthetic._as_batch(images), synthetic._as_batch(truth_b)
+        k = 2 * int(round(synthetic.band_period(y.shape[2]))) + 1
+        mask_y = synthetic._object_mask(y)
+        interior = synthetic._box(mask_y.astype(np.float32)[..., None], k)[..., 0] > 0.999
+        c_t = synthetic._contrast(t, synthetic._box(t, k), interior)
+        return c_t / synthetic._contrast(y, synthetic._box(y, k), interior)
+
     print(json.dumps({"roughness_truth_b": round(roughness(truth_b), 4)}), flush=True)
 
     def evaluate(label, step, extra):
@@ -115,6 +126,7 @@ def main(argv=None) -> int:
             **extra,
             **{k: round(v, 4) for k, v in score.items() if not k.startswith("identity/")},
             "roughness": round(roughness(fakes), 4),
+            "contrast_ratio": round(contrast_ratio(fakes), 3),
         }
         print(json.dumps(row), flush=True)
         return row
