@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--unet_refine",
-        action="store_true",
+        choices=("norm", "none"),
         help="UNets with a full-size refinement head (bench/unet_refine.py; bench only)",
     )
     parser.add_argument("--run", required=True, help="run directory of bench/quick_curve.py")
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import unet_refine
 
-        unet_refine.install()
+        unet_refine.install(args.unet_refine)
     decays = args.decay or [0.99, 0.995, 0.998]
     starts = args.start or [0]
 
