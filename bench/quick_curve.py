@@ -1,15 +1,18 @@
 """Score-vs-steps curve of a built-in-dataset recipe from ONE training run.
 
     PYTHONPATH=. /work/venv/bin/python bench/quick_curve.py --out /tmp/curve_q \
-        --every 100 [--precision float32] [--set ngf=16 --set batch_size=4 ...]
+        --every 100 [--score_every 100] [--precision float32] [--set ngf=16 --set batch_size=4 ...]
 
 Trains `cyclegan-tf train --dataset=builtin --preset=quick` (plus the `--set` overrides) once
 through `train.train`, keeping a full checkpoint every `--every` steps, then scores the generator
 G_AB of each kept checkpoint on the paired test split with `synthetic.score_translation`, the
-routine training's `score.json` uses, in the run's precision. Prints one JSON line per checkpoint
-(step, seconds since the start of `train.train` when the checkpoint was written, the five scores)
-and writes them to `<out>/curve.jsonl`. Points before the end are mid-schedule (the learning rate
-has not decayed yet), so they are a lower bound of what a recipe of that length reaches.
+routine training's `score.json` uses, in the run's precision (with `--score_every`, only the
+kept checkpoints at its multiples and the last one: e.g. `--every 10 --score_every 100` keeps a
+dense sequence for bench/quick_ema.py's offline weight averaging). Prints one JSON line per
+scored checkpoint (step, seconds since the start of `train.train` when the checkpoint was written,
+the five scores) and writes them to `<out>/curve.jsonl`. Points before the end are mid-schedule
+(the learning rate has not decayed yet), so they are a lower bound of what a recipe of that length
+reaches.
 
 For the other CPU kind's arithmetic (float32 Eigen kernels) run it with
 `CYCLEGAN_TF_CPU_BF16=0 TF_ENABLE_ONEDNN_OPTS=0`.
@@ -35,13 +38,29 @@ def _value(text: str):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--unet_refine",
+        choices=("norm", "none"),
+        help="UNets with a full-size refinement head (bench/unet_refine.py; bench only)",
+    )
     parser.add_argument("--out", required=True, help="run directory (replaced)")
-    parser.add_argument("--every", type=int, default=100, help="steps between scored checkpoints")
+    parser.add_argument("--every", type=int, default=100, help="steps between kept checkpoints")
+    parser.add_argument(
+        "--score_every",
+        type=int,
+        default=None,
+        help="score only kept checkpoints at multiples of this (and the last); default --every",
+    )
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], help="field=value override")
     args = parser.parse_args(argv)
+    if args.unet_refine:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import unet_refine
+
+        unet_refine.install(args.unet_refine)
 
     import tensorflow as tf
 
@@ -72,7 +91,11 @@ def main(argv=None) -> int:
     ckpt_dir = checkpoints.checkpoint_dir(args.out)
     state = tf.train.get_checkpoint_state(ckpt_dir)
     rows = []
-    for path in state.all_model_checkpoint_paths:
+    paths = state.all_model_checkpoint_paths
+    score_every = args.score_every or args.every
+    for path in paths:
+        if checkpoints.step_of(path) % score_every and path != paths[-1]:
+            continue
         checkpoints.restore_generators(path, g_ab=g_ab)
         score = synthetic.score_translation(translate, builtin_dir)["g_ab"]
         seconds = os.path.getmtime(path + ".index") - t0
