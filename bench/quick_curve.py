@@ -37,12 +37,11 @@ def _value(text: str):
 
 
 def main(argv=None) -> int:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import unet_refine  # beside this script; Keras only once a head is installed
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--unet_refine",
-        choices=("norm", "none"),
-        help="UNets with a full-size refinement head (bench/unet_refine.py; bench only)",
-    )
+    unet_refine.add_flag(parser)
     parser.add_argument("--out", required=True, help="run directory (replaced)")
     parser.add_argument("--every", type=int, default=100, help="steps between kept checkpoints")
     parser.add_argument(
@@ -57,9 +56,6 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], help="field=value override")
     args = parser.parse_args(argv)
     if args.unet_refine:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        import unet_refine
-
         unet_refine.install(args.unet_refine)
 
     import tensorflow as tf

@@ -34,12 +34,11 @@ import sys
 
 
 def main(argv=None) -> int:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import unet_refine  # beside this script; Keras only once a head is installed
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--unet_refine",
-        choices=("norm", "none"),
-        help="UNets with a full-size refinement head (bench/unet_refine.py; bench only)",
-    )
+    unet_refine.add_flag(parser)
     parser.add_argument("--run", required=True, help="run directory of bench/quick_curve.py")
     parser.add_argument("--decay", type=float, action="append", help="per-step decay")
     parser.add_argument("--start", type=int, action="append", help="step the average starts at")
@@ -48,9 +47,6 @@ def main(argv=None) -> int:
     parser.add_argument("--no_grid", action="store_true")
     args = parser.parse_args(argv)
     if args.unet_refine:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        import unet_refine
-
         unet_refine.install(args.unet_refine)
     decays = args.decay or [0.99, 0.995, 0.998]
     starts = args.start or [0]

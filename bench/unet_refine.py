@@ -12,14 +12,24 @@ from __future__ import annotations
 
 import functools
 
-import keras
-
-from cyclegan_tf import generators, layers
-
 HEADS = ("norm", "none")
 
 
+def add_flag(parser) -> None:
+    """The `--unet_refine` flag of bench/quick_curve.py and bench/quick_ema.py (this module
+    imports Keras only when `install` runs, so `--help` stays quick)."""
+    parser.add_argument(
+        "--unet_refine",
+        choices=HEADS,
+        help="UNets with a full-size refinement head (bench/unet_refine.py; bench only)",
+    )
+
+
 def _unet_refine(inputs, *, num_downs, ngf, options, dropout, output_channels, head_norm):
+    import keras
+
+    from cyclegan_tf import layers
+
     o = options
     inner = [ngf * min(2**i, 8) for i in range(num_downs)]
     outer = [ngf, *inner[:-1]]  # the outermost level returns ngf channels, not the image's
@@ -60,6 +70,8 @@ def install(head: str = "norm") -> None:
     """head: `norm` (up conv, norm, ReLU, conv k3) or `none` (up conv with bias, ReLU, conv k3)."""
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}. Received: {head!r}")
+    from cyclegan_tf import generators
+
     for name, num_downs in (("unet_256", 8), ("unet_128", 7), ("unet_64", 6)):
         old = generators._VARIANTS[name]
         build = functools.partial(_unet_refine, num_downs=num_downs, head_norm=head == "norm")
